@@ -1,0 +1,195 @@
+"""Audio front end: WAV reading, resampling, and the MFCC / STFT features.
+
+One numpy implementation serves training and the deployed latency measurement, so
+there is no train/serve skew. It reproduces TensorFlow's ``tf.signal`` MFCC and
+``tf.image.resize`` (bilinear, half-pixel centres) without needing TensorFlow at
+inference time; the tests check both against TensorFlow.
+"""
+import math
+import wave
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from common.cli import UserError
+
+DATASET_RATE = 16000
+CLIP_SECONDS = 1.0
+MIC_RATE = 48000  # the latency benchmark's microphone rate
+
+
+def read_wav(path, expected_rate=DATASET_RATE):
+    """Read a 16-bit mono WAV as float32 in [-1, 1].
+
+    Raises UserError for a missing, truncated or non-WAV file, or one with another
+    sample rate, channel count or sample width.
+    """
+    try:
+        with wave.open(path, "rb") as w:
+            channels, width, rate, frames = (w.getnchannels(), w.getsampwidth(),
+                                             w.getframerate(), w.getnframes())
+            data = w.readframes(frames)
+    except FileNotFoundError:
+        raise UserError(f"audio file {path!r} does not exist") from None
+    except (wave.Error, EOFError, OSError) as err:
+        raise UserError(f"{path!r} is not a readable WAV file ({err})") from None
+    if channels != 1:
+        raise UserError(f"{path!r} has {channels} channels; clips must be mono")
+    if width != 2:
+        raise UserError(f"{path!r} has {8 * width}-bit samples; clips must be 16-bit PCM")
+    if rate != expected_rate:
+        raise UserError(f"{path!r} is sampled at {rate} Hz; clips must be {expected_rate} Hz")
+    if len(data) < frames * width:
+        raise UserError(f"{path!r} is truncated: its header promises {frames} samples, "
+                        f"it holds {len(data) // width}")
+    return np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+
+
+def pad_or_cut(signal, length):
+    """Zero-pad a shorter clip at the end, cut a longer one."""
+    signal = np.asarray(signal, np.float32)[:length]
+    return np.pad(signal, (0, length - len(signal)))
+
+
+@lru_cache(maxsize=None)
+def _resample_filter(up, down):
+    """The anti-aliasing low-pass filter scipy's ``resample_poly`` designs: a Kaiser
+    (beta 5) windowed sinc with cutoff at the lower Nyquist rate, gain ``up``."""
+    max_rate = max(up, down)
+    half_len = 10 * max_rate
+    taps = np.arange(-half_len, half_len + 1, dtype=np.float64)
+    h = np.sinc(taps / max_rate) * np.kaiser(2 * half_len + 1, 5.0)
+    return (h * (up / h.sum())).astype(np.float32), half_len
+
+
+def resample(signal, from_rate, to_rate):
+    """Polyphase (rational ``up/down``) resampling with a zero-phase FIR filter.
+
+    Output length is ``ceil(len * up / down)``, as with ``scipy.signal.resample_poly``.
+    """
+    g = math.gcd(from_rate, to_rate)
+    up, down = to_rate // g, from_rate // g
+    if up == down:
+        return np.asarray(signal, np.float32)
+    h, half_len = _resample_filter(up, down)
+    x = np.asarray(signal, np.float32)
+    if up > 1:
+        stuffed = np.zeros(len(x) * up, np.float32)
+        stuffed[::up] = x
+        x = stuffed
+    n_out = -(-len(signal) * up // down)
+    return np.convolve(x, h)[half_len::down][:n_out].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How a 1 s clip becomes the model's input image."""
+    kind: str = "mfcc"              # "mfcc" or "stft"
+    sample_rate: int = 16000
+    frame_length: int = 640
+    frame_step: int = 320
+    fft_length: int = 640
+    num_mel_bins: int = 40
+    lower_hz: float = 20.0
+    upper_hz: float = 4000.0
+    num_mfccs: int = 10
+    resize: int = 0                 # STFT only: side of the square image (0 = no resize)
+    log_magnitude: bool = False     # STFT only: log(|X| + 1e-6) instead of |X|
+
+    def __post_init__(self):
+        if self.kind not in ("mfcc", "stft"):
+            raise ValueError(f"feature kind must be 'mfcc' or 'stft', got {self.kind!r}")
+        if self.frame_length > self.fft_length:
+            raise ValueError("frame_length must not exceed fft_length")
+
+    @property
+    def clip_samples(self):
+        return int(self.sample_rate * CLIP_SECONDS)
+
+    @property
+    def num_frames(self):
+        return 1 + (self.clip_samples - self.frame_length) // self.frame_step
+
+    @property
+    def shape(self):
+        """The feature image's shape ``[height, width, 1]``."""
+        if self.kind == "mfcc":
+            return (self.num_frames, self.num_mfccs, 1)
+        if self.resize:
+            return (self.resize, self.resize, 1)
+        return (self.num_frames, self.fft_length // 2 + 1, 1)
+
+
+def hann_periodic(n):
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+
+
+def stft_magnitude(signal, frame_length, frame_step, fft_length):
+    """``|STFT|``, frames without padding, periodic Hann window (as ``tf.signal.stft``)."""
+    frames = np.lib.stride_tricks.sliding_window_view(signal, frame_length)[::frame_step]
+    return np.abs(np.fft.rfft(frames * hann_periodic(frame_length), n=fft_length)
+                  ).astype(np.float32)
+
+
+def _hz_to_mel(hz):
+    return 1127.0 * np.log1p(np.asarray(hz, np.float64) / 700.0)
+
+
+@lru_cache(maxsize=None)
+def mel_matrix(num_mel_bins, num_spectrogram_bins, sample_rate, lower_hz, upper_hz):
+    """Triangular HTK-mel filters, ``[spectrogram bins, mel bins]``, built exactly as
+    ``tf.signal.linear_to_mel_weight_matrix`` builds them (DC bin zeroed)."""
+    linear_mel = _hz_to_mel(np.linspace(0.0, sample_rate / 2.0, num_spectrogram_bins)[1:])
+    edges = np.linspace(_hz_to_mel(lower_hz), _hz_to_mel(upper_hz), num_mel_bins + 2)
+    lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
+    slopes_up = (linear_mel[:, None] - lower) / (center - lower)
+    slopes_down = (upper - linear_mel[:, None]) / (upper - center)
+    weights = np.maximum(0.0, np.minimum(slopes_up, slopes_down))
+    return np.pad(weights, ((1, 0), (0, 0))).astype(np.float32)
+
+
+@lru_cache(maxsize=None)
+def dct_matrix(num_mel_bins, num_mfccs):
+    """The first ``num_mfccs`` columns of the DCT-II that
+    ``tf.signal.mfccs_from_log_mel_spectrograms`` applies (scaled by 1/sqrt(2N))."""
+    n = np.arange(num_mel_bins)[:, None]
+    k = np.arange(num_mfccs)[None, :]
+    return (2.0 * np.cos(np.pi * k * (2 * n + 1) / (2 * num_mel_bins))
+            / np.sqrt(2.0 * num_mel_bins)).astype(np.float32)
+
+
+@lru_cache(maxsize=None)
+def resize_matrix(in_size, out_size):
+    """Bilinear interpolation weights ``[out, in]`` with half-pixel centres, as
+    ``tf.image.resize(..., "bilinear")`` (no antialiasing)."""
+    weights = np.zeros((out_size, in_size), np.float32)
+    for o in range(out_size):
+        src = (o + 0.5) * in_size / out_size - 0.5
+        lo = math.floor(src)
+        frac = src - lo
+        weights[o, min(max(lo, 0), in_size - 1)] += 1.0 - frac
+        weights[o, min(max(lo + 1, 0), in_size - 1)] += frac
+    return weights
+
+
+def extract(config, signal):
+    """A clip at ``config.sample_rate`` (padded or cut to 1 s) -> ``config.shape``."""
+    signal = pad_or_cut(signal, config.clip_samples)
+    magnitude = stft_magnitude(signal, config.frame_length, config.frame_step,
+                               config.fft_length)
+    if config.kind == "mfcc":
+        mel = magnitude @ mel_matrix(config.num_mel_bins, magnitude.shape[1],
+                                     config.sample_rate, config.lower_hz, config.upper_hz)
+        image = np.log(mel + 1e-6) @ dct_matrix(config.num_mel_bins, config.num_mfccs)
+    else:
+        image = np.log(magnitude + 1e-6) if config.log_magnitude else magnitude
+        if config.resize:
+            image = (resize_matrix(image.shape[0], config.resize) @ image
+                     @ resize_matrix(image.shape[1], config.resize).T)
+    return image[..., None].astype(np.float32)
+
+
+def from_microphone(config, recording):
+    """The deployed front end: a 48 kHz recording -> the model's input features."""
+    return extract(config, resample(recording, MIC_RATE, config.sample_rate))

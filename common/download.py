@@ -1,0 +1,44 @@
+"""Fetch an official dataset file into the data folder when it is missing."""
+import os
+import shutil
+import sys
+import tempfile
+import urllib.request
+import zipfile
+
+from common.cli import UserError
+
+
+def download_and_extract(url, data_dir, expected):
+    """Download the zip at ``url`` into ``data_dir`` and unpack it, unless ``expected``
+    (a path inside ``data_dir``) already exists. Returns ``expected``.
+
+    Nothing partial is left behind: the archive is downloaded to a temp file and
+    unpacked into a temp folder that is moved into place only when complete.
+    """
+    if os.path.exists(expected):
+        return expected
+    os.makedirs(data_dir, exist_ok=True)
+    print(f"downloading {url} into {data_dir}/ ...", file=sys.stderr)
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download") as tmp:
+        archive = os.path.join(tmp, "archive.zip")
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, \
+                    open(archive, "wb") as f:
+                shutil.copyfileobj(response, f)
+            unpacked = os.path.join(tmp, "unpacked")
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(unpacked)
+        except (OSError, zipfile.BadZipFile) as err:
+            raise UserError(f"{expected!r} is missing and downloading {url} failed ({err}); "
+                            "download it by hand or point --data-dir/--csv at a local copy"
+                            ) from None
+        for name in os.listdir(unpacked):
+            if name.startswith("__MACOSX"):
+                continue
+            target = os.path.join(data_dir, name)
+            if not os.path.exists(target):
+                os.replace(os.path.join(unpacked, name), target)
+    if not os.path.exists(expected):
+        raise UserError(f"the archive from {url} did not contain {os.path.basename(expected)}")
+    return expected

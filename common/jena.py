@@ -1,0 +1,113 @@
+"""Jena climate data: loading, the 70/20/10 positional split, normalization, windows.
+
+The protocol is fixed by SPEC.md so results compare with the reference: windows of
+12 consecutive rows (stride 1), the first 6 rows are the input, the last 6 the label;
+inputs are normalized with the training split's per-column mean and population std,
+labels stay in raw units (degC, %).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from common.cli import UserError
+
+COLUMNS = ("T (degC)", "rh (%)")
+URL = ("https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+       "jena_climate_2009_2016.csv.zip")
+FILENAME = "jena_climate_2009_2016.csv"
+INPUT_STEPS = 6
+LABEL_STEPS = 6
+SPLIT_FRACTIONS = (0.7, 0.2, 0.1)
+NORM_EPSILON = 1e-6
+
+
+def load_series(path):
+    """Return the ``[rows, 2]`` float32 array of ``T (degC)`` and ``rh (%)`` from a CSV.
+
+    Raises UserError for a missing or unreadable file, missing columns, or values that
+    are not finite numbers.
+    """
+    try:
+        frame = pd.read_csv(path, encoding="latin-1", usecols=lambda c: c in COLUMNS)
+    except FileNotFoundError:
+        raise UserError(f"CSV file {path!r} does not exist; pass --csv PATH or --data-dir "
+                        "DIR with a copy of the Jena climate data") from None
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError,
+            UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {path!r} as CSV: {str(err).splitlines()[0]}") from None
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path!r} has no column {', '.join(map(repr, missing))}; "
+                        f"the forecaster needs {COLUMNS[0]!r} and {COLUMNS[1]!r}")
+    values = frame[list(COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise UserError(f"{path!r} has {int(bad.sum())} missing or non-numeric values in "
+                        f"{COLUMNS[col]!r}/..., first at data row {row + 1}")
+    return values
+
+
+def split(series):
+    """Positional 70/20/10 split, no shuffling. Raises UserError when a split is shorter
+    than one window."""
+    n = len(series)
+    train_end = int(n * SPLIT_FRACTIONS[0])
+    val_end = int(n * (SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1]))
+    parts = series[:train_end], series[train_end:val_end], series[val_end:]
+    window = INPUT_STEPS + LABEL_STEPS
+    if min(len(p) for p in parts) < window:
+        raise UserError(f"{n} rows are too few: each of the train/validation/test splits "
+                        f"needs at least {window} rows (one window); need >= "
+                        f"{int(np.ceil(window / SPLIT_FRACTIONS[2]))} rows")
+    return parts
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Per-column statistics of the training split: ``(x - mean) / (std + 1e-6)``."""
+    mean: tuple
+    std: tuple
+
+    @classmethod
+    def fit(cls, train):
+        return cls(tuple(float(v) for v in train.mean(axis=0)),
+                   tuple(float(v) for v in train.std(axis=0)))
+
+    def __call__(self, values):
+        return ((values - np.array(self.mean, np.float32))
+                / (np.array(self.std, np.float32) + NORM_EPSILON)).astype(np.float32)
+
+
+def make_windows(part, normalizer):
+    """All stride-1 windows of one split: inputs ``[n, 6, 2]`` normalized, labels
+    ``[n, 6, 2]`` raw."""
+    window = INPUT_STEPS + LABEL_STEPS
+    index = np.arange(len(part) - window + 1)[:, None] + np.arange(window)
+    windows = part[index]
+    return normalizer(windows[:, :INPUT_STEPS]), windows[:, INPUT_STEPS:].astype(np.float32)
+
+
+@dataclass
+class ForecastData:
+    """Windows of the three splits plus the statistics used to make them."""
+    normalizer: Normalizer
+    train: tuple
+    val: tuple
+    test: tuple
+    rows: int
+
+
+def prepare(series):
+    train, val, test = split(series)
+    normalizer = Normalizer.fit(train)
+    return ForecastData(normalizer, make_windows(train, normalizer),
+                        make_windows(val, normalizer), make_windows(test, normalizer),
+                        len(series))
+
+
+def mae_per_variable(predicted, labels):
+    """Mean absolute error per variable over all windows and steps: shape ``[2]``."""
+    return np.abs(np.asarray(predicted, np.float64).reshape(-1, 2)
+                  - np.asarray(labels, np.float64).reshape(-1, 2)).mean(axis=0)

@@ -1,0 +1,69 @@
+"""Model builders (Keras 2 via tf_keras, as tfmot needs), one registry entry each."""
+import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import numpy as np
+import tf_keras as keras
+
+
+def hidden_units(alpha, base=128):
+    """The reference width rule: ``int(base * alpha)``, at least one unit."""
+    return max(1, int(base * alpha))
+
+
+def persistence_layer(normalizer, input_steps, output_steps, name="persistence"):
+    """A frozen linear layer that repeats the last observed row, in raw units.
+
+    The inputs are normalized; the layer undoes that for the last step, so the
+    residual network only learns the change from the last observation. Its weights
+    are fixed (not trained, not pruned): 12 non-zeros in a 12x12 matrix.
+    """
+    n_vars = len(normalizer.mean)
+    kernel = np.zeros((input_steps * n_vars, output_steps * n_vars), np.float32)
+    last = (input_steps - 1) * n_vars
+    for step in range(output_steps):
+        for var in range(n_vars):
+            kernel[last + var, step * n_vars + var] = normalizer.std[var] + 1e-6
+    bias = np.tile(np.array(normalizer.mean, np.float32), output_steps)
+    layer = keras.layers.Dense(output_steps * n_vars, name=name, trainable=False)
+    return layer, [kernel, bias]
+
+
+def mlp(alpha, hidden_layers, normalizer, input_steps=6, output_steps=6, n_vars=2,
+        batch_size=None):
+    """MLP1 (``hidden_layers=1``) or MLP2 (2): Dense(int(128 * alpha)) + ReLU layers and
+    a Dense(12) head, added to a frozen persistence skip.
+
+    Input and output are flat ``[batch, 12]`` (the [6, 2] window, row-major): a
+    Flatten/Reshape pair would add two ops and their shape tensors to a sub-2 kB file.
+    """
+    width = hidden_units(alpha)
+    inputs = keras.Input((input_steps * n_vars,), batch_size=batch_size, name="window")
+    x = inputs
+    for i in range(hidden_layers):
+        x = keras.layers.Dense(width, activation="relu", name=f"hidden{i + 1}")(x)
+    residual = keras.layers.Dense(output_steps * n_vars, name="change",
+                                  kernel_initializer="zeros")(x)
+    skip, skip_weights = persistence_layer(normalizer, input_steps, output_steps)
+    outputs = keras.layers.Add(name="forecast")([skip(inputs), residual])
+    model = keras.Model(inputs, outputs, name=f"mlp{hidden_layers}")
+    skip.set_weights(skip_weights)
+    return model
+
+
+def ds_cnn(alpha, input_shape, first_strides, n_classes=8, batch_size=None):
+    """The reference DS-CNN: Conv2D(256a, 3x3, ``first_strides``), BN, ReLU; two
+    depthwise-separable blocks; global average pooling; Dense logits."""
+    filters = hidden_units(alpha, base=256)
+    inputs = keras.Input(input_shape, batch_size=batch_size, name="features")
+    x = keras.layers.Conv2D(filters, 3, strides=first_strides, padding="same",
+                            use_bias=False, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="conv_bn")(x)
+    x = keras.layers.ReLU(name="conv_relu")(x)
+    for i in (1, 2):
+        x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"dw{i}")(x)
+        x = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"pw{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"pw{i}_bn")(x)
+        x = keras.layers.ReLU(name=f"pw{i}_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(n_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="ds_cnn")

@@ -1,0 +1,125 @@
+"""Run a .tflite model the way it ships: LiteRT's interpreter where installed, else
+TensorFlow's, with quantized inputs and outputs handled from the model's own scale
+and zero point."""
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+from common.cli import UserError
+
+try:  # LiteRT is the maintained interpreter; TensorFlow's is the fallback.
+    from ai_edge_litert.interpreter import Interpreter as _Interpreter
+    INTERPRETER = "ai_edge_litert"
+except ImportError:  # pragma: no cover - depends on the installation
+    import common  # noqa: F401
+    import tensorflow as tf
+    _Interpreter = tf.lite.Interpreter
+    INTERPRETER = "tf.lite"
+
+
+class Runner:
+    """One interpreter, built once, that takes float inputs and returns float outputs.
+
+    ``num_threads=None`` lets the interpreter choose (its default).
+    """
+
+    def __init__(self, tflite_bytes, num_threads=None):
+        try:
+            self.interpreter = _Interpreter(model_content=tflite_bytes,
+                                            num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as err:
+            raise UserError(f"the interpreter cannot load the model: "
+                            f"{str(err).splitlines()[0]}") from None
+        self.num_threads = num_threads
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.input_shape = tuple(self.input["shape"])
+
+    def quantize_input(self, x):
+        """Float sample -> the model's input dtype (round and clip for integer inputs)."""
+        x = np.asarray(x, np.float32).reshape(self.input_shape)
+        dtype = self.input["dtype"]
+        if dtype == np.float32:
+            return x
+        scale, zero_point = self.input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+    def read_output(self):
+        y = self.interpreter.get_tensor(self.output["index"])
+        if self.output["dtype"] == np.float32:
+            return y.astype(np.float32)
+        scale, zero_point = self.output["quantization"]
+        return (y.astype(np.float32) - zero_point) * scale
+
+    def set_input(self, x):
+        self.interpreter.set_tensor(self.input["index"], self.quantize_input(x))
+
+    def __call__(self, x):
+        """One sample in, one float output out."""
+        self.set_input(x)
+        self.interpreter.invoke()
+        return self.read_output()[0]
+
+    def predict(self, samples):
+        """Run every sample through the model, one at a time (batch 1, as deployed)."""
+        return np.stack([self(sample) for sample in samples])
+
+
+def summarize_ms(seconds):
+    """Mean, median and 90th percentile of a list of durations, in milliseconds."""
+    ms = sorted(1000.0 * s for s in seconds)
+    p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
+    return {"mean_ms": round(statistics.fmean(ms), 4),
+            "median_ms": round(statistics.median(ms), 4),
+            "p90_ms": round(p90, 4), "runs": len(ms)}
+
+
+def cpu_model():
+    """The host CPU's model name (from /proc/cpuinfo on Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_description():
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "interpreter": INTERPRETER}
+
+
+def measure_latency(tflite_bytes, make_input, preprocess, runs=100, warmup=10,
+                    num_threads=1, pause_s=0.0):
+    """Time ``runs`` inferences after ``warmup`` untimed ones.
+
+    Per run: ``raw = make_input()`` happens before the timer; total latency is
+    ``preprocess(raw)`` + set input + invoke + read output; inference latency is
+    invoke + read output (the course's definitions). Returns both summaries.
+    """
+    if runs < 1:
+        raise ValueError("runs must be at least 1")
+    runner = Runner(tflite_bytes, num_threads=num_threads)
+    total, inference = [], []
+    for i in range(warmup + runs):
+        raw = make_input()
+        start = time.perf_counter()
+        features = preprocess(raw)
+        runner.set_input(features)
+        invoke_start = time.perf_counter()
+        runner.interpreter.invoke()
+        runner.read_output()
+        end = time.perf_counter()
+        if i >= warmup:
+            total.append(end - start)
+            inference.append(end - invoke_start)
+            if pause_s:
+                time.sleep(pause_s)
+    return {"threads": "default" if num_threads is None else num_threads,
+            "total": summarize_ms(total), "inference": summarize_ms(inference)}

@@ -1,0 +1,119 @@
+"""Mini Speech Commands: split lists, clip loading, cached features, augmentation."""
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from common import audio
+from common.cli import UserError
+
+URL = "http://storage.googleapis.com/download.tensorflow.org/data/mini_speech_commands.zip"
+DATASET_FOLDER = "mini_speech_commands"
+SPLITS = ("train", "val", "test")
+
+
+def split_list_path(split_dir, split):
+    return os.path.join(split_dir, f"kws_{split}_split.txt")
+
+
+def read_split(split_dir, split, data_dir):
+    """``(paths, label_names)`` of one split. The list's lines look like
+    ``./data/mini_speech_commands/<label>/<file>.wav``; only the last three parts are
+    used, under ``data_dir``. Raises UserError for a missing list or listed file."""
+    list_path = split_list_path(split_dir, split)
+    try:
+        with open(list_path) as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        raise UserError(f"split list {list_path!r} is missing; pass --split-dir with "
+                        "the folder holding kws_{train,val,test}_split.txt") from None
+    if not lines:
+        raise UserError(f"split list {list_path!r} is empty")
+    paths, labels = [], []
+    for line in lines:
+        parts = line.replace("\\", "/").split("/")
+        if len(parts) < 3:
+            raise UserError(f"{list_path!r}: {line!r} is not a <dataset>/<label>/<file> path")
+        path = os.path.join(data_dir, *parts[-3:])
+        if not os.path.isfile(path):
+            raise UserError(f"{path!r} (listed in {list_path}) does not exist; point "
+                            "--data-dir at the folder holding mini_speech_commands/")
+        paths.append(path)
+        labels.append(parts[-2])
+    return paths, labels
+
+
+def load_clips(paths, sample_rate):
+    """Every clip as float32 padded or cut to 1 s at ``sample_rate``: ``[n, samples]``."""
+    length = int(sample_rate * audio.CLIP_SECONDS)
+    clips = np.zeros((len(paths), length), np.float32)
+    for i, path in enumerate(paths):
+        signal = audio.pad_or_cut(audio.read_wav(path), audio.DATASET_RATE)
+        clips[i] = audio.pad_or_cut(audio.resample(signal, audio.DATASET_RATE, sample_rate),
+                                    length)
+    return clips
+
+
+def features(config, clips):
+    """The features of every clip, computed once: ``[n, *config.shape]``."""
+    return np.stack([audio.extract(config, clip) for clip in clips])
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Waveform augmentation, drawn once per copy: shift, gain and white noise."""
+    copies: int = 0                  # augmented copies of the training set
+    max_shift_s: float = 0.1         # random time shift, zero-filled
+    gain_range: tuple = (0.8, 1.2)
+    max_noise: float = 0.005         # white-noise standard deviation (full scale = 1)
+
+
+def augment(clips, aug, rng):
+    """One augmented copy of ``clips`` (``[n, samples]``)."""
+    n, length = clips.shape
+    max_shift = int(aug.max_shift_s * length)
+    out = np.zeros_like(clips)
+    shifts = rng.integers(-max_shift, max_shift + 1, n)
+    for i, shift in enumerate(shifts):
+        if shift >= 0:
+            out[i, shift:] = clips[i, :length - shift]
+        else:
+            out[i, :shift] = clips[i, -shift:]
+    out *= rng.uniform(*aug.gain_range, (n, 1)).astype(np.float32)
+    out += (rng.normal(size=out.shape) * rng.uniform(0, aug.max_noise, (n, 1))
+            ).astype(np.float32)
+    return np.clip(out, -1.0, 1.0)
+
+
+@dataclass
+class SpeechData:
+    labels: list
+    train: tuple
+    val: tuple
+    test: tuple
+
+
+def prepare(data_dir, split_dir, config, aug, seed, include_train=True):
+    """Load the splits and compute their features once (training copies included)."""
+    rng = np.random.default_rng(seed)
+    split_paths = {s: read_split(split_dir, s, data_dir) for s in SPLITS}
+    labels = sorted(set(split_paths["train"][1]))
+    index = {name: i for i, name in enumerate(labels)}
+    result = {}
+    for split in SPLITS:
+        if split == "train" and not include_train:
+            result[split] = (np.zeros((0,) + config.shape, np.float32), np.zeros(0, np.int64))
+            continue
+        paths, names = split_paths[split]
+        unknown = sorted(set(names) - set(index))
+        if unknown:
+            raise UserError(f"the {split} split has labels {unknown} that training lacks")
+        clips = load_clips(paths, config.sample_rate)
+        y = np.array([index[n] for n in names], np.int64)
+        x = features(config, clips)
+        if split == "train" and aug.copies:
+            x = np.concatenate([x] + [features(config, augment(clips, aug, rng))
+                                      for _ in range(aug.copies)])
+            y = np.tile(y, aug.copies + 1)
+        result[split] = (x, y)
+    return SpeechData(labels, result["train"], result["val"], result["test"])

@@ -1,0 +1,86 @@
+"""Training loop pieces shared by both pipelines: the step learning-rate schedule,
+best-on-validation checkpoint selection, and pruning-aware fitting."""
+import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import math
+import random
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+from common import optimize
+
+
+def set_seed(seed):
+    """Seed Python, numpy and TensorFlow so a run can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.random.set_seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+def step_schedule(initial_lr, drop_epochs, factor=0.1):
+    """Learning rate ``initial_lr``, multiplied by ``factor`` at each epoch in
+    ``drop_epochs`` (the reference's "LR 0.1 /10 at epochs 10, 50, 60")."""
+    def lr_at(epoch, _lr=None):
+        return initial_lr * factor ** sum(epoch >= e for e in drop_epochs)
+    return lr_at
+
+
+class BestOnValidation(keras.callbacks.Callback):
+    """Keep the weights of the epoch with the lowest ``monitor`` and restore them at
+    the end, considering only epochs from ``first_epoch`` on (with pruning: the
+    epochs after the schedule reached its final sparsity, so selection cannot bring
+    back a denser model)."""
+
+    def __init__(self, monitor="val_loss", first_epoch=0):
+        super().__init__()
+        self.monitor, self.first_epoch = monitor, first_epoch
+        self.best, self.best_epoch, self.best_weights = math.inf, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and epoch >= self.first_epoch and value < self.best:
+            self.best, self.best_epoch = value, epoch
+            self.best_weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def fit(model, train, val, *, epochs, batch_size, lr_schedule, loss, optimizer,
+        sparsity=0.0, prune_epochs=(0, 1), metrics=(), verbose=1, steps_per_epoch=None):
+    """Train (and prune, when ``sparsity`` > 0) and return ``(stripped_model, info)``.
+
+    ``train`` and ``val`` are ``(x, y)`` arrays or ``tf.data`` datasets (then pass
+    ``steps_per_epoch``). Pruning runs from ``prune_epochs[0]`` to ``prune_epochs[1]``
+    (clipped to the run's length); the best validation epoch is chosen after it.
+    """
+    if isinstance(train, tuple):
+        steps_per_epoch = math.ceil(len(train[0]) / batch_size)
+    callbacks = [keras.callbacks.LearningRateScheduler(lr_schedule)]
+    first_epoch = 0
+    if sparsity > 0:
+        end = max(1, min(prune_epochs[1], epochs - 1))
+        begin = min(prune_epochs[0], end - 1)
+        model = optimize.prune(model, sparsity, begin * steps_per_epoch,
+                               end * steps_per_epoch, frequency=steps_per_epoch)
+        callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
+        first_epoch = min(end, epochs - 1)
+    best = BestOnValidation(first_epoch=first_epoch)
+    callbacks.append(best)
+    model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))
+    fit_args = dict(epochs=epochs, callbacks=callbacks, verbose=verbose,
+                    validation_data=val)
+    if isinstance(train, tuple):
+        history = model.fit(train[0], train[1], batch_size=batch_size, shuffle=True,
+                            **fit_args)
+    else:
+        history = model.fit(train, steps_per_epoch=steps_per_epoch, **fit_args)
+    info = {"best_epoch": None if best.best_epoch is None else best.best_epoch + 1,
+            "best_val_loss": None if best.best_epoch is None else float(best.best),
+            "epochs_run": len(history.history.get("loss", []))}
+    return optimize.strip(model), info

@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Train a 6-step temperature/humidity forecaster on Jena climate data and ship it as
+a zlib-compressed TFLite file that is checked against the version's budget.
+
+Every figure printed is measured on the .tflite (MAE, by running it on every test
+window) or on the .tflite.zlib file (size).
+"""
+import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from common import artifacts, jena, optimize, pipeline, training
+from common.budget import Limit
+from common.cli import UserError, base_parser, run_main
+from common.runtime import Runner
+
+# How far beyond the training data's range the integer models' calibration reaches,
+# in training standard deviations: the test period can be colder or more humid than
+# any training window, and a clipped input costs far more than a coarser step.
+CALIBRATION_SIGMAS = 5.0
+
+
+@dataclass(frozen=True)
+class ForecastRecipe:
+    """Everything that defines a version: model, training, compression and budget."""
+    hidden_layers: int          # 1 = MLP1, 2 = MLP2
+    alpha: float                # width: int(128 * alpha) units per hidden layer
+    sparsity: float             # final magnitude-pruning sparsity (0 = no pruning)
+    learning_rate: float
+    lr_drop_epochs: tuple       # learning rate / 10 at each of these epochs
+    batch_size: int
+    epochs: int
+    quantization: str           # one of optimize.QUANTIZATION_MODES
+    loss_scale: tuple           # per-variable error divisor: (T degC, RH %)
+    max_t_mae: float
+    max_rh_mae: float
+    max_zlib_bytes: int
+    prune_epochs: tuple = (5, 15)
+    mantissa_bits: int = 23     # float weights rounded to this many mantissa bits
+
+    def limits(self):
+        return (Limit("t_mae", self.max_t_mae), Limit("rh_mae", self.max_rh_mae),
+                Limit("zlib_bytes", self.max_zlib_bytes))
+
+
+RECIPES = {
+    "a": ForecastRecipe(hidden_layers=1, alpha=0.3, sparsity=0.9, learning_rate=0.01,
+                        lr_drop_epochs=(50, 60), batch_size=512, epochs=70,
+                        quantization="float", loss_scale=(0.5, 1.8),
+                        max_t_mae=0.5, max_rh_mae=1.8, max_zlib_bytes=2000),
+    "b": ForecastRecipe(hidden_layers=2, alpha=0.1, sparsity=0.85, learning_rate=0.002,
+                        lr_drop_epochs=(15,), batch_size=32, epochs=20,
+                        quantization="float", loss_scale=(0.6, 1.9),
+                        max_t_mae=0.6, max_rh_mae=1.9, max_zlib_bytes=1700),
+}
+
+EPILOG = """\
+exit status: 0 the model meets its budget; 2 bad input; 3 written but over budget.
+
+examples:
+  python forecast_train.py --version a
+  python forecast_train.py --version b --csv ~/jena_climate_2009_2016.csv --seed 1
+  python forecast_train.py --version a --evaluate models/forecast_a.tflite.zlib
+"""
+
+
+def parse_args(argv):
+    parser = base_parser(__doc__.splitlines()[0], RECIPES, EPILOG)
+    parser.add_argument("--csv", help="a local CSV with 'T (degC)' and 'rh (%%)' columns "
+                                      "in 10-minute rows (default: DATA_DIR/"
+                                      f"{jena.FILENAME}, downloaded when missing)")
+    return parser.parse_args(argv)
+
+
+def find_csv(args):
+    if args.csv:
+        return args.csv
+    path = os.path.join(args.data_dir, jena.FILENAME)
+    from common.download import download_and_extract
+    return download_and_extract(jena.URL, args.data_dir, path)
+
+
+def weighted_mae(loss_scale):
+    """Mean absolute error with each variable divided by its scale (its budget), so
+    degC and % errors count by their share of the budget."""
+    import tensorflow as tf
+    weights = tf.constant(np.tile(1.0 / np.array(loss_scale, np.float32),
+                                  jena.LABEL_STEPS))
+
+    def loss(y_true, y_pred):
+        return tf.reduce_mean(tf.abs(y_true - y_pred) * weights)
+    return loss
+
+
+def flat(windows):
+    """``([n, 6, 2], [n, 6, 2])`` -> ``([n, 12], [n, 12])``: the model's flat layout."""
+    x, y = windows
+    return x.reshape(len(x), -1), y.reshape(len(y), -1)
+
+
+def calibration_samples(train_x, count=500):
+    """Evenly spaced training windows plus constant windows at +/- CALIBRATION_SIGMAS
+    (every sign combination of the two variables)."""
+    picks = train_x[np.linspace(0, len(train_x) - 1, min(count, len(train_x))).astype(int)]
+    signs = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]], np.float32)
+    extremes = np.tile(signs * CALIBRATION_SIGMAS, (1, jena.INPUT_STEPS))
+    return np.concatenate([picks, extremes]).astype(np.float32)
+
+
+def train_variant(recipe, data, seed, verbose):
+    """Train one model of ``recipe``; return the stripped Keras model and fit info."""
+    from common import models
+    import tf_keras as keras
+    training.set_seed(seed)
+    model = models.mlp(recipe.alpha, recipe.hidden_layers, data.normalizer)
+    return training.fit(
+        model, flat(data.train), flat(data.val), epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        lr_schedule=training.step_schedule(recipe.learning_rate, recipe.lr_drop_epochs),
+        loss=weighted_mae(recipe.loss_scale),
+        optimizer=keras.optimizers.Adam(recipe.learning_rate),
+        sparsity=recipe.sparsity, prune_epochs=recipe.prune_epochs,
+        verbose=2 if verbose else 0)
+
+
+def measure(tflite_bytes, data):
+    """T and RH MAE of the .tflite on every test window, plus its sizes."""
+    x, y = flat(data.test)
+    runner = Runner(tflite_bytes)
+    if int(np.prod(runner.input_shape)) != x.shape[1]:
+        raise UserError(f"the model takes input {list(runner.input_shape)}, "
+                        f"not a flat window of {x.shape[1]} values")
+    t_mae, rh_mae = jena.mae_per_variable(runner.predict(x), y)
+    compressed, sizes = pipeline.size_metrics(tflite_bytes)
+    return compressed, {"t_mae": round(float(t_mae), 4), "rh_mae": round(float(rh_mae), 4),
+                        **sizes}
+
+
+def metric_row(name, metrics):
+    return [name, f"{metrics['t_mae']:.3f}", f"{metrics['rh_mae']:.3f}",
+            metrics["tflite_bytes"], metrics["zlib_bytes"]]
+
+
+HEADER = ["model", "T MAE degC", "RH MAE %", ".tflite B", ".tflite.zlib B"]
+
+
+def data_description(csv_path, data):
+    return {"file": os.path.basename(csv_path), "rows": data.rows,
+            "sha256": artifacts.sha256_file(csv_path),
+            "windows": {"train": len(data.train[0]), "val": len(data.val[0]),
+                        "test": len(data.test[0])}}
+
+
+def evaluate_only(args, recipe, data):
+    tflite_bytes = artifacts.load_tflite_bytes(args.evaluate)
+    _, metrics = measure(tflite_bytes, data)
+    from common.budget import check_budget
+    verdicts = check_budget(recipe.limits(), metrics)
+    return pipeline.report(f"forecast {args.version}: {args.evaluate} on the test split",
+                           HEADER, [metric_row(os.path.basename(args.evaluate), metrics)],
+                           verdicts)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    recipe = pipeline.resolve_recipe(RECIPES, args)
+    if recipe.quantization not in optimize.QUANTIZATION_MODES:
+        raise UserError(f"unknown quantization {recipe.quantization!r}")
+    if args.evaluate is None:
+        artifacts.ensure_writable_dir(args.out_dir)
+    csv_path = find_csv(args)
+    data = jena.prepare(jena.load_series(csv_path))
+    if args.evaluate:
+        return evaluate_only(args, recipe, data)
+
+    start = time.time()
+    verbose = not args.quiet
+    print(f"forecast {args.version}: {data.rows} rows from {csv_path}; "
+          f"{len(data.train[0])} training windows")
+    print("training the float reference (no pruning, no quantization) ...")
+    baseline, _ = train_variant(dataclasses.replace(recipe, sparsity=0.0), data,
+                                args.seed, verbose)
+    _, float_metrics = measure(optimize.convert(baseline, "float"), data)
+    print(f"training the {args.version} recipe ...")
+    model, fit_info = train_variant(recipe, data, args.seed, verbose)
+    pruned_metrics = None
+    if recipe.quantization != "float" and recipe.sparsity > 0:
+        _, pruned_metrics = measure(optimize.convert(model, "float"), data)
+    optimize.round_mantissa(model, recipe.mantissa_bits)
+    tflite_bytes = optimize.convert(model, recipe.quantization,
+                                    calibration_samples(flat(data.train)[0]))
+    compressed, metrics = measure(tflite_bytes, data)
+    metrics["train_seconds"] = round(time.time() - start, 1)
+
+    results = {
+        "task": "forecast", "version": args.version, "seed": args.seed,
+        "recipe": dataclasses.asdict(recipe),
+        "data": data_description(csv_path, data),
+        "normalization": dataclasses.asdict(data.normalizer),
+        "model_io": "input: float [1, 12] = the 6x2 window (rows: steps, columns: T, RH) "
+                    "normalized with 'normalization', flattened row-major; output: [1, 12] "
+                    "= 6 steps x (T degC, RH %), row-major",
+        "sparsity": optimize.weight_sparsity(model),
+        "weight_types": optimize.weight_types(tflite_bytes),
+        "fit": fit_info,
+        "float_unpruned": float_metrics,
+        "pruned_float": pruned_metrics,
+    }
+    verdicts = pipeline.finish_run(args.out_dir, f"forecast_{args.version}", compressed,
+                                   metrics, recipe.limits(), results)
+    rows = [metric_row("float, unpruned", float_metrics)]
+    if pruned_metrics:
+        rows.append(metric_row("pruned, float", pruned_metrics))
+    rows.append(metric_row(f"shipped ({recipe.quantization}"
+                           f"{', pruned' if recipe.sparsity else ''})", metrics))
+    return pipeline.report(
+        f"forecast {args.version}: test split, measured on the .tflite", HEADER, rows,
+        verdicts, [f"wrote {args.out_dir}/forecast_{args.version}.tflite.zlib and .json; "
+                   f"training and measuring took {metrics['train_seconds']} s"])
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""Train a DS-CNN keyword spotter on Mini Speech Commands and ship it as a
+zlib-compressed, full-integer TFLite file checked against the version's budget.
+
+Accuracy is measured by running the .tflite on all test clips, size on the
+.tflite.zlib file, latency with the course's definition (a 1 s 48 kHz signal,
+resampled and turned into features, then set input, invoke, read output).
+"""
+import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from common import artifacts, audio, optimize, pipeline, speech, training
+from common.budget import Limit, check_budget
+from common.cli import UserError, base_parser, format_table, run_main
+from common.runtime import Runner, host_description, measure_latency
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MFCC = audio.FeatureConfig()
+STFT_56 = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128,
+                              fft_length=256, resize=56)
+CALIBRATION_CLIPS = 400
+BUDGET_THREADS = 1  # budgets are checked single-threaded, like a small device
+
+
+@dataclass(frozen=True)
+class KwsRecipe:
+    """Everything that defines a version: features, model, training, budget."""
+    features: audio.FeatureConfig
+    alpha: float                     # int(256 * alpha) filters
+    sparsity: float                  # final magnitude-pruning sparsity (0 = no pruning)
+    max_zlib_bytes: int
+    min_accuracy: float = 0.90
+    max_inference_ms: float = None   # mean, 1 thread
+    max_total_ms: float = None       # mean, 1 thread
+    learning_rate: float = 0.02
+    lr_drop_epochs: tuple = (20, 25)
+    epochs: int = 30
+    batch_size: int = 64
+    prune_epochs: tuple = (5, 25)
+    augmentation: speech.Augmentation = speech.Augmentation(copies=2)
+    quantization: str = "int8"
+
+    def first_strides(self):
+        return (2, 1) if self.features.kind == "mfcc" else (2, 2)
+
+    def limits(self):
+        limits = [Limit("accuracy", self.min_accuracy, below=False),
+                  Limit("zlib_bytes", self.max_zlib_bytes)]
+        if self.max_inference_ms is not None:
+            limits.append(Limit("inference_ms", self.max_inference_ms))
+        if self.max_total_ms is not None:
+            limits.append(Limit("total_ms", self.max_total_ms))
+        return tuple(limits)
+
+
+RECIPES = {
+    "a": KwsRecipe(features=MFCC, alpha=0.75, sparsity=0.9, max_zlib_bytes=25000),
+    "b": KwsRecipe(features=MFCC, alpha=0.3, sparsity=0.0, max_zlib_bytes=35000,
+                   max_inference_ms=1.5),
+    "c": KwsRecipe(features=STFT_56, alpha=0.3, sparsity=0.0, max_zlib_bytes=45000,
+                   max_total_ms=40.0),
+}
+
+EPILOG = """\
+exit status: 0 the model meets its budget; 2 bad input; 3 written but over budget.
+
+examples:
+  python kws_train.py --version c
+  python kws_train.py --version a --data-dir /datasets --seed 1
+  python kws_train.py --version c --evaluate models/kws_c.tflite.zlib
+"""
+
+
+def parse_args(argv):
+    parser = base_parser(__doc__.splitlines()[0], RECIPES, EPILOG)
+    parser.add_argument("--split-dir", default=os.path.join(HERE, "data"),
+                        help="folder with kws_{train,val,test}_split.txt "
+                             "(default: the project's data/)")
+    parser.add_argument("--latency-runs", type=int, default=100,
+                        help="timed runs per latency measurement (default: 100)")
+    parser.add_argument("--latency-pause", type=float, default=0.1,
+                        help="seconds between timed runs, as the course's script "
+                             "(default: 0.1)")
+    return parser.parse_args(argv)
+
+
+def find_dataset(args):
+    from common.download import download_and_extract
+    return download_and_extract(speech.URL, args.data_dir,
+                                os.path.join(args.data_dir, speech.DATASET_FOLDER))
+
+
+def train(recipe, data, seed, verbose):
+    """Train (and prune) the DS-CNN; keep the best validation epoch."""
+    import tf_keras as keras
+    from common import models
+    training.set_seed(seed)
+    model = models.ds_cnn(recipe.alpha, recipe.features.shape, recipe.first_strides(),
+                          n_classes=len(data.labels))
+    return training.fit(
+        model, data.train, data.val, epochs=recipe.epochs, batch_size=recipe.batch_size,
+        lr_schedule=training.step_schedule(recipe.learning_rate, recipe.lr_drop_epochs),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=keras.optimizers.Adam(recipe.learning_rate), metrics=["accuracy"],
+        sparsity=recipe.sparsity, prune_epochs=recipe.prune_epochs,
+        verbose=2 if verbose else 0)
+
+
+def latency(tflite_bytes, config, runs, pause, seed):
+    """Latency with 1 thread (the budget's) and with the interpreter's default."""
+    rng = np.random.default_rng(seed)
+
+    def microphone():
+        return rng.uniform(-1, 1, audio.MIC_RATE).astype(np.float32)
+
+    return {name: measure_latency(tflite_bytes, microphone,
+                                  lambda r: audio.from_microphone(config, r),
+                                  runs=runs, num_threads=threads, pause_s=pause)
+            for name, threads in (("1_thread", BUDGET_THREADS), ("default_threads", None))}
+
+
+def measure(tflite_bytes, data, recipe, args):
+    """Accuracy on the test split, sizes and latency of the .tflite."""
+    x, y = data.test
+    runner = Runner(tflite_bytes)
+    if tuple(runner.input_shape[1:]) != tuple(x.shape[1:]):
+        raise UserError(f"the model takes input {list(runner.input_shape)}, but version "
+                        f"{args.version}'s features are {list(x.shape[1:])}")
+    predicted = runner.predict(x).argmax(axis=1)
+    confusion = np.zeros((len(data.labels),) * 2, np.int64)
+    np.add.at(confusion, (y, predicted), 1)
+    compressed, sizes = pipeline.size_metrics(tflite_bytes)
+    lat = latency(tflite_bytes, recipe.features, args.latency_runs, args.latency_pause,
+                  args.seed)
+    metrics = {"accuracy": round(float((predicted == y).mean()), 4),
+               "correct": int((predicted == y).sum()), "test_clips": len(y), **sizes,
+               "inference_ms": lat["1_thread"]["inference"]["mean_ms"],
+               "total_ms": lat["1_thread"]["total"]["mean_ms"]}
+    return compressed, metrics, {"latency": lat, "host": host_description(),
+                                 "confusion": confusion.tolist()}
+
+
+def summary_lines(metrics, details, labels):
+    """The confusion matrix and the latency table, as printable lines."""
+    confusion = np.array(details["confusion"])
+    rows = [[name] + list(row) + [f"{row[i] / max(1, row.sum()):.1%}"]
+            for i, (name, row) in enumerate(zip(labels, confusion))]
+    lines = ["", "confusion (rows: true label, columns: predicted)",
+             format_table(["true"] + labels + ["recall"], rows), "",
+             f"latency on {details['host']['cpu']} ({details['host']['interpreter']})"]
+    lat_rows = []
+    for threads, lat in details["latency"].items():
+        for kind in ("inference", "total"):
+            s = lat[kind]
+            lat_rows.append([threads, kind, s["mean_ms"], s["median_ms"], s["p90_ms"],
+                             s["runs"]])
+    lines.append(format_table(["threads", "latency", "mean ms", "median ms", "p90 ms",
+                               "runs"], lat_rows))
+    return lines
+
+
+HEADER = ["model", "accuracy", "correct", ".tflite B", ".tflite.zlib B",
+          "inference ms", "total ms"]
+
+
+def metric_row(name, m):
+    return [name, f"{m['accuracy']:.2%}", f"{m['correct']}/{m['test_clips']}",
+            m["tflite_bytes"], m["zlib_bytes"], m["inference_ms"], m["total_ms"]]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    recipe = pipeline.resolve_recipe(RECIPES, args)
+    if args.latency_runs < 1 or args.latency_pause < 0:
+        raise UserError("--latency-runs must be >= 1 and --latency-pause >= 0")
+    if args.evaluate is None:
+        artifacts.ensure_writable_dir(args.out_dir)
+    tflite_bytes = artifacts.load_tflite_bytes(args.evaluate) if args.evaluate else None
+    if not os.path.isdir(os.path.join(args.data_dir, speech.DATASET_FOLDER)):
+        find_dataset(args)
+    start = time.time()
+    print(f"kws {args.version}: computing {recipe.features.kind} features "
+          f"{list(recipe.features.shape)} for every clip (once) ...", flush=True)
+    data = speech.prepare(args.data_dir, args.split_dir, recipe.features,
+                          recipe.augmentation, args.seed,
+                          include_train=args.evaluate is None)
+    if args.evaluate:
+        _, metrics, details = measure(tflite_bytes, data, recipe, args)
+        return pipeline.report(
+            f"kws {args.version}: {args.evaluate} on the test split", HEADER,
+            [metric_row(os.path.basename(args.evaluate), metrics)],
+            check_budget(recipe.limits(), metrics),
+            summary_lines(metrics, details, data.labels))
+
+    print(f"features ready in {time.time() - start:.0f} s: {len(data.train[0])} training "
+          f"examples ({recipe.augmentation.copies} augmented copies)", flush=True)
+    model, fit_info = train(recipe, data, args.seed, not args.quiet)
+    calibration = data.train[0][np.linspace(0, len(data.train[0]) - 1, CALIBRATION_CLIPS,
+                                            dtype=int)]
+    tflite_bytes = optimize.convert(model, recipe.quantization, calibration)
+    train_seconds = round(time.time() - start, 1)
+    compressed, metrics, details = measure(tflite_bytes, data, recipe, args)
+    metrics["train_seconds"] = train_seconds
+    results = {
+        "task": "kws", "version": args.version, "seed": args.seed,
+        "recipe": dataclasses.asdict(recipe), "labels": data.labels,
+        "model_io": f"input: {recipe.quantization} {list(recipe.features.shape)} features "
+                    "(quantize with the input tensor's scale and zero point); "
+                    "output: logits in label order",
+        "data": {"splits": {s: artifacts.sha256_file(speech.split_list_path(args.split_dir, s))
+                            for s in speech.SPLITS},
+                 "clips": {"train": len(data.train[0]) // (recipe.augmentation.copies + 1),
+                           "val": len(data.val[0]), "test": len(data.test[0])}},
+        "sparsity": optimize.weight_sparsity(model),
+        "weight_types": optimize.weight_types(tflite_bytes),
+        "fit": fit_info, **details,
+    }
+    verdicts = pipeline.finish_run(args.out_dir, f"kws_{args.version}", compressed,
+                                   metrics, recipe.limits(), results)
+    return pipeline.report(
+        f"kws {args.version}: test split, measured on the .tflite", HEADER,
+        [metric_row(f"shipped ({recipe.quantization}"
+                    f"{', pruned' if recipe.sparsity else ''})", metrics)],
+        verdicts, summary_lines(metrics, details, data.labels)
+        + [f"wrote {args.out_dir}/kws_{args.version}.tflite.zlib and .json; "
+           f"features and training took {train_seconds} s"])
+
+
+if __name__ == "__main__":
+    run_main(main)
