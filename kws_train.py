@@ -93,7 +93,8 @@ def parse_args(argv):
 def find_dataset(args):
     from common.download import download_and_extract
     return download_and_extract(speech.URL, args.data_dir,
-                                os.path.join(args.data_dir, speech.DATASET_FOLDER))
+                                os.path.join(args.data_dir, speech.DATASET_FOLDER),
+                                not args.no_download)
 
 
 def train(recipe, data, seed, verbose):

@@ -35,6 +35,8 @@ def base_parser(description, recipes, epilog=""):
     parser.add_argument("--evaluate", metavar="PATH",
                         help="re-measure an existing .tflite or .tflite.zlib on the test "
                              "split and check it against the version's budget; no training")
+    parser.add_argument("--no-download", action="store_true",
+                        help="fail instead of downloading when the dataset is missing")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     return parser
 

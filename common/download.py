@@ -9,15 +9,19 @@ import zipfile
 from common.cli import UserError
 
 
-def download_and_extract(url, data_dir, expected):
+def download_and_extract(url, data_dir, expected, allowed=True):
     """Download the zip at ``url`` into ``data_dir`` and unpack it, unless ``expected``
-    (a path inside ``data_dir``) already exists. Returns ``expected``.
+    (a path inside ``data_dir``) already exists. Returns ``expected``. With
+    ``allowed=False`` a missing file is a UserError instead.
 
     Nothing partial is left behind: the archive is downloaded to a temp file and
     unpacked into a temp folder that is moved into place only when complete.
     """
     if os.path.exists(expected):
         return expected
+    if not allowed:
+        raise UserError(f"{expected!r} is missing (and --no-download is set); point "
+                        "--data-dir at a folder that holds it")
     os.makedirs(data_dir, exist_ok=True)
     print(f"downloading {url} into {data_dir}/ ...", file=sys.stderr)
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download") as tmp:

@@ -18,7 +18,7 @@ URL = ("https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 FILENAME = "jena_climate_2009_2016.csv"
 INPUT_STEPS = 6
 LABEL_STEPS = 6
-SPLIT_FRACTIONS = (0.7, 0.2, 0.1)
+TRAIN_END, VAL_END = 0.7, 0.9  # positional split: 70% train, 20% validation, 10% test
 NORM_EPSILON = 1e-6
 
 
@@ -53,14 +53,13 @@ def split(series):
     """Positional 70/20/10 split, no shuffling. Raises UserError when a split is shorter
     than one window."""
     n = len(series)
-    train_end = int(n * SPLIT_FRACTIONS[0])
-    val_end = int(n * (SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1]))
+    train_end, val_end = int(n * TRAIN_END), int(n * VAL_END)
     parts = series[:train_end], series[train_end:val_end], series[val_end:]
     window = INPUT_STEPS + LABEL_STEPS
     if min(len(p) for p in parts) < window:
         raise UserError(f"{n} rows are too few: each of the train/validation/test splits "
                         f"needs at least {window} rows (one window); need >= "
-                        f"{int(np.ceil(window / SPLIT_FRACTIONS[2]))} rows")
+                        f"{int(np.ceil(window / (1 - VAL_END)))} rows")
     return parts
 
 

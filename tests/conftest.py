@@ -1,0 +1,71 @@
+"""Synthetic data made in the tests: no internet, no ../shared."""
+import math
+import os
+import struct
+import sys
+import wave
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import common  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+LABELS = ["down", "go", "left", "no", "right", "stop", "up", "yes"]
+
+
+def write_jena_csv(path, rows, seed=0, columns=("T (degC)", "rh (%)")):
+    """A CSV shaped like the station export: daily cycles plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    temp = 15 + 8 * np.sin(2 * np.pi * t / 144) + rng.normal(0, 0.3, rows)
+    rh = 70 - 20 * np.sin(2 * np.pi * t / 144) + rng.normal(0, 1.0, rows)
+    with open(path, "w", encoding="latin-1") as f:
+        f.write("Date Time,p (mbar)," + ",".join(columns) + "\n")
+        for i in range(rows):
+            f.write(f"01.01.2024 00:00:00,990.0,{temp[i]:.2f},{rh[i]:.2f}\n")
+    return path
+
+
+def write_wav(path, samples, rate=16000, channels=1):
+    """16-bit PCM WAV with the standard library."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with wave.open(path, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"".join(struct.pack("<h", int(max(-1, min(1, s)) * 32767))
+                               for s in samples))
+
+
+def tone(freq, seconds=1.0, rate=16000, amplitude=0.5):
+    return [amplitude * math.sin(2 * math.pi * freq * i / rate)
+            for i in range(int(seconds * rate))]
+
+
+@pytest.fixture
+def jena_csv(tmp_path):
+    return str(write_jena_csv(tmp_path / "jena.csv", 600))
+
+
+@pytest.fixture
+def speech_dir(tmp_path):
+    """A tiny Mini-Speech-Commands look-alike: one tone per label, with split lists."""
+    data = tmp_path / "speechdata"
+    splits = {"train": 3, "val": 1, "test": 1}
+    lines = {s: [] for s in splits}
+    for k, label in enumerate(LABELS):
+        n = 0
+        for split, count in splits.items():
+            for _ in range(count):
+                name = f"clip{n}_nohash_0.wav"
+                # slightly shorter than 1 s: exercises the zero padding
+                write_wav(str(data / "mini_speech_commands" / label / name),
+                          tone(300 + 250 * k + 20 * n, seconds=0.9))
+                lines[split].append(f"./data/mini_speech_commands/{label}/{name}")
+                n += 1
+    for split, entries in lines.items():
+        (data / f"kws_{split}_split.txt").write_text("\n".join(entries) + "\n")
+    return data

@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from common import audio, speech
+from common.cli import UserError
+from common.runtime import measure_latency
+from conftest import tone, write_wav
+
+STFT_56 = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128,
+                              fft_length=256, resize=56)
+STFT_32 = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128,
+                              fft_length=256, resize=32)
+
+
+def test_feature_shapes():
+    signal = np.zeros(16000, np.float32)
+    assert audio.extract(audio.FeatureConfig(), signal).shape == (49, 10, 1)
+    assert audio.extract(STFT_56, signal).shape == (56, 56, 1) == STFT_56.shape
+    assert audio.extract(STFT_32, signal).shape == (32, 32, 1) == STFT_32.shape
+    raw = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128, fft_length=256)
+    assert audio.extract(raw, signal).shape == (124, 129, 1) == raw.shape
+
+
+def known_signal():
+    rng = np.random.default_rng(1)
+    return (0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)
+            + 0.05 * rng.normal(size=16000)).astype(np.float32)
+
+
+def test_mfcc_matches_tensorflow_signal():
+    x = known_signal()
+    magnitude = tf.abs(tf.signal.stft(x, 640, 320, 640))
+    mel = tf.tensordot(magnitude, tf.signal.linear_to_mel_weight_matrix(
+        40, 321, 16000, 20.0, 4000.0), 1)
+    expected = tf.signal.mfccs_from_log_mel_spectrograms(tf.math.log(mel + 1e-6))[:, :10]
+    np.testing.assert_allclose(audio.extract(audio.FeatureConfig(), x)[..., 0],
+                               expected.numpy(), atol=1e-3)
+
+
+def test_stft_resize_matches_tensorflow_image_resize():
+    x = known_signal()
+    magnitude = tf.abs(tf.signal.stft(x, 256, 128, 256))[..., None]
+    expected = tf.image.resize(magnitude, [56, 56], method="bilinear").numpy()
+    np.testing.assert_allclose(audio.extract(STFT_56, x), expected, atol=1e-4)
+
+
+def test_resample_keeps_a_tone_and_length():
+    t48 = np.arange(48000) / 48000
+    out = audio.resample(np.sin(2 * np.pi * 440 * t48).astype(np.float32), 48000, 16000)
+    assert len(out) == 16000
+    t16 = np.arange(16000) / 16000
+    np.testing.assert_allclose(out[200:-200], np.sin(2 * np.pi * 440 * t16)[200:-200],
+                               atol=5e-3)
+    # a tone above the new Nyquist rate is filtered out, not aliased
+    high = audio.resample(np.sin(2 * np.pi * 11000 * t48).astype(np.float32), 48000, 16000)
+    assert np.abs(high[200:-200]).max() < 0.05
+    assert len(audio.resample(np.zeros(16000, np.float32), 16000, 8000)) == 8000
+
+
+def test_microphone_path_equals_training_path_on_the_same_clip():
+    clip16 = known_signal()
+    # the deployed path resamples first; feeding it a 48 kHz version of the clip
+    # must give the features training computed from the 16 kHz clip
+    clip48 = audio.resample(clip16, 16000, 48000)
+    served = audio.from_microphone(audio.FeatureConfig(), clip48)
+    trained = audio.extract(audio.FeatureConfig(), clip16)
+    assert np.corrcoef(served.ravel(), trained.ravel())[0, 1] > 0.99
+
+
+def test_pad_and_cut():
+    assert np.array_equal(audio.pad_or_cut(np.ones(3), 5), [1, 1, 1, 0, 0])
+    assert np.array_equal(audio.pad_or_cut(np.arange(7), 4), [0, 1, 2, 3])
+
+
+def test_read_wav_and_its_errors(tmp_path):
+    good = str(tmp_path / "good.wav")
+    write_wav(good, tone(440, 0.5))
+    samples = audio.read_wav(good)
+    assert samples.shape == (8000,) and np.abs(samples).max() <= 1.0
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(open(good, "rb").read()[:2000])
+    stereo, slow = str(tmp_path / "stereo.wav"), str(tmp_path / "slow.wav")
+    write_wav(stereo, tone(440, 0.1) * 2, channels=2)
+    write_wav(slow, tone(440, 0.1, rate=8000), rate=8000)
+    text = tmp_path / "text.wav"
+    text.write_text("not audio")
+    for path, message in [(str(truncated), "truncated"), (stereo, "2 channels"),
+                          (slow, "8000 Hz"), (str(text), "not a readable WAV"),
+                          (str(tmp_path / "none.wav"), "does not exist")]:
+        with pytest.raises(UserError, match=message):
+            audio.read_wav(path)
+
+
+def test_augment_is_seeded_and_bounded():
+    clips = np.tile(known_signal(), (4, 1))
+    aug = speech.Augmentation(copies=1)
+    a = speech.augment(clips, aug, np.random.default_rng(3))
+    b = speech.augment(clips, aug, np.random.default_rng(3))
+    assert np.array_equal(a, b) and a.shape == clips.shape and np.abs(a).max() <= 1.0
+    assert not np.array_equal(a, clips)
+
+
+def test_latency_checker_returns_positive_figures(tmp_path):
+    from common import models, optimize
+    config = audio.FeatureConfig()
+    model = models.ds_cnn(0.05, config.shape, (2, 1))
+    tflite = optimize.convert(model, "float")
+    rng = np.random.default_rng(0)
+    result = measure_latency(tflite, lambda: rng.uniform(-1, 1, 48000).astype(np.float32),
+                             lambda r: audio.from_microphone(config, r), runs=7,
+                             warmup=2, num_threads=1)
+    assert result["threads"] == 1
+    for kind in ("inference", "total"):
+        assert result[kind]["runs"] == 7
+        assert 0 < result[kind]["median_ms"] <= result[kind]["p90_ms"]
+    assert result["total"]["mean_ms"] > result["inference"]["mean_ms"]

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from common import jena, models
+
+NORMALIZER = jena.Normalizer(mean=(10.0, 60.0), std=(5.0, 20.0))
+
+
+def trainable_params(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+@pytest.mark.parametrize("alpha, layers, expected", [
+    (0.3, 1, 12 * 38 + 38 + 38 * 12 + 12),                  # MLP1: 38 units
+    (0.1, 2, 12 * 12 + 12 + 12 * 12 + 12 + 12 * 12 + 12),   # MLP2: 12 units
+    (1.0, 1, 12 * 128 + 128 + 128 * 12 + 12),
+])
+def test_mlp_parameter_counts(alpha, layers, expected):
+    model = models.mlp(alpha, layers, NORMALIZER)
+    assert trainable_params(model) == expected
+    assert model.output_shape == (None, 12)
+    # the persistence skip is frozen: 12x12 kernel + 12 biases, not trained
+    assert sum(int(np.prod(w.shape)) for w in model.non_trainable_weights) == 156
+
+
+def test_untrained_mlp_forecasts_persistence():
+    model = models.mlp(0.3, 2, NORMALIZER)
+    raw = np.array([[8.0, 70.0]] * 5 + [[12.5, 55.0]], np.float32)
+    x = NORMALIZER(raw).reshape(1, 12)
+    out = model.predict(x, verbose=0).reshape(6, 2)
+    np.testing.assert_allclose(out, np.tile([12.5, 55.0], (6, 1)), atol=1e-3)
+
+
+@pytest.mark.parametrize("alpha, filters", [(0.3, 76), (0.75, 192), (0.1, 25)])
+@pytest.mark.parametrize("shape, strides, out_hw", [
+    ((49, 10, 1), (2, 1), (25, 10)),      # MFCC: stride (2, 1)
+    ((56, 56, 1), (2, 2), (28, 28)),      # STFT resized: stride 2
+    ((32, 32, 1), (2, 2), (16, 16)),
+])
+def test_ds_cnn_filters_and_strides(alpha, filters, shape, strides, out_hw):
+    model = models.ds_cnn(alpha, shape, strides)
+    conv = model.get_layer("conv")
+    assert conv.filters == filters and conv.strides == strides and not conv.use_bias
+    assert model.get_layer("pw1").filters == filters == model.get_layer("pw2").filters
+    assert model.get_layer("conv_relu").output_shape[1:3] == out_hw
+    assert model.output_shape == (None, 8)

@@ -1,0 +1,104 @@
+import zlib
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from common import artifacts, jena, models, optimize, training
+from common.cli import UserError
+from common.runtime import Runner
+
+NORMALIZER = jena.Normalizer(mean=(10.0, 60.0), std=(5.0, 20.0))
+
+
+def tiny_regression(n=256, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12)).astype(np.float32)
+    y = (x[:, -2:].repeat(6, axis=0).reshape(n, 12) * 5 + 10).astype(np.float32)
+    return x, y
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.9])
+def test_pruning_reaches_target_sparsity(sparsity):
+    x, y = tiny_regression()
+    model, info = training.fit(
+        models.mlp(0.3, 1, NORMALIZER), (x, y), (x[:64], y[:64]), epochs=4, batch_size=32,
+        lr_schedule=training.step_schedule(0.01, ()), loss="mae",
+        optimizer=keras.optimizers.Adam(0.01), sparsity=sparsity, prune_epochs=(1, 3),
+        verbose=0)
+    reached = optimize.weight_sparsity(model)
+    assert set(reached) == {"hidden1", "change"}   # the frozen skip is not pruned
+    for value in reached.values():
+        assert value == pytest.approx(sparsity, abs=0.01)
+    assert info["best_epoch"] >= 3  # chosen only after pruning finished
+    assert not any("prune" in layer.name for layer in model.layers)  # stripped
+
+
+def test_step_schedule():
+    lr = training.step_schedule(0.1, (10, 50, 60))
+    assert [lr(e) for e in (0, 9, 10, 49, 50, 60)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.0001])
+
+
+def test_int8_conversion_has_int8_weights_and_runs():
+    model = models.ds_cnn(0.1, (49, 10, 1), (2, 1))
+    calibration = np.random.default_rng(0).normal(size=(20, 49, 10, 1)).astype(np.float32)
+    tflite = optimize.convert(model, "int8", calibration)
+    types = optimize.weight_types(tflite)
+    assert types and set(types) == {"int8"}
+    runner = Runner(tflite)
+    assert runner.input["dtype"] == np.int8
+    assert runner(calibration[0]).shape == (8,)
+
+
+def test_float_conversion_matches_keras_and_slim_removes_names():
+    x, _ = tiny_regression(8)
+    model = models.mlp(0.3, 1, NORMALIZER)
+    model.get_layer("change").set_weights(
+        [w + 0.1 for w in model.get_layer("change").get_weights()])
+    tflite = optimize.convert(model, "float")
+    assert set(optimize.weight_types(tflite)) == {"float32"}
+    np.testing.assert_allclose(Runner(tflite).predict(x), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-4)
+    assert b"serving_default" not in tflite and b"hidden1" not in tflite
+
+
+def test_int16x8_keeps_persistence_precise():
+    model = models.mlp(0.3, 1, NORMALIZER)
+    x, _ = tiny_regression(64)
+    tflite = optimize.convert(model, "int16x8", x)
+    runner = Runner(tflite)
+    assert runner.input["dtype"] == np.int16
+    np.testing.assert_allclose(runner.predict(x[:8]), model.predict(x[:8], verbose=0),
+                               atol=0.02)
+
+
+def test_round_mantissa_bounds_error_and_keeps_frozen_layers():
+    model = models.mlp(0.3, 1, NORMALIZER)
+    before = [layer.get_weights() for layer in model.layers]
+    optimize.round_mantissa(model, 8)
+    for layer, old in zip(model.layers, before):
+        for w_old, w_new in zip(old, layer.get_weights()):
+            if layer.trainable:
+                np.testing.assert_allclose(w_new, w_old, rtol=2.0 ** -9)
+                low_bits = w_new.view(np.uint32) & ((1 << 15) - 1)
+                assert not low_bits.any()
+            else:
+                np.testing.assert_array_equal(w_new, w_old)
+
+
+def test_zlib_file_round_trips_and_corrupt_file_is_rejected(tmp_path):
+    tflite = optimize.convert(models.mlp(0.1, 1, NORMALIZER), "float")
+    compressed = artifacts.compress(tflite)
+    assert zlib.decompress(compressed) == tflite
+    path = artifacts.write_model_and_results(str(tmp_path), "m", compressed, {"x": 1})
+    assert artifacts.load_tflite_bytes(path) == tflite
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.tflite.zlib"]
+    bad = tmp_path / "bad.tflite.zlib"
+    bad.write_bytes(compressed[: len(compressed) // 2])
+    with pytest.raises(UserError, match="not a valid zlib"):
+        artifacts.load_tflite_bytes(str(bad))
+    not_tflite = tmp_path / "x.tflite"
+    not_tflite.write_bytes(b"hello world, not a model")
+    with pytest.raises(UserError, match="not a TFLite model"):
+        artifacts.load_tflite_bytes(str(not_tflite))
