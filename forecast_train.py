@@ -9,12 +9,13 @@ import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from common import artifacts, jena, optimize, pipeline, training
+from common import artifacts, jena, optimize, pipeline, search, training
 from common.budget import Limit
 from common.cli import UserError, base_parser, run_main
 from common.runtime import Runner
@@ -70,7 +71,11 @@ examples:
   python forecast_train.py --version a
   python forecast_train.py --version b --csv ~/jena_climate_2009_2016.csv --seed 1
   python forecast_train.py --version a --evaluate models/forecast_a.tflite.zlib
+  python forecast_train.py --version a --search 40 --export-best
 """
+
+# The reference results (SPEC.md, full 2009-2016 file), drawn on the search plots.
+REFERENCE = {"a": (1900, 0.47, 1.76), "b": (1680, 0.52, 1.85)}
 
 
 def parse_args(argv):
@@ -78,7 +83,10 @@ def parse_args(argv):
     parser.add_argument("--csv", help="a local CSV with 'T (degC)' and 'rh (%%)' columns "
                                       "in 10-minute rows (default: DATA_DIR/"
                                       f"{jena.FILENAME}, downloaded when missing)")
-    return parser.parse_args(argv)
+    search.add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.argv = tuple(sys.argv[1:] if argv is None else argv)
+    return args
 
 
 def find_csv(args):
@@ -132,9 +140,18 @@ def train_variant(recipe, data, seed, verbose):
         verbose=2 if verbose else 0)
 
 
-def measure(tflite_bytes, data):
-    """T and RH MAE of the .tflite on every test window, plus its sizes."""
-    x, y = flat(data.test)
+def train_and_convert(recipe, data, seed, verbose):
+    """Train, prune, round and convert ``recipe``: ``(model, tflite_bytes, fit_info)``."""
+    model, fit_info = train_variant(recipe, data, seed, verbose)
+    optimize.round_mantissa(model, recipe.mantissa_bits)
+    tflite_bytes = optimize.convert(model, recipe.quantization,
+                                    calibration_samples(flat(data.train)[0]))
+    return model, tflite_bytes, fit_info
+
+
+def measure(tflite_bytes, windows):
+    """T and RH MAE of the .tflite on every window of one split, plus its sizes."""
+    x, y = flat(windows)
     runner = Runner(tflite_bytes)
     if int(np.prod(runner.input_shape)) != x.shape[1]:
         raise UserError(f"the model takes input {list(runner.input_shape)}, "
@@ -162,7 +179,7 @@ def data_description(csv_path, data):
 
 def evaluate_only(args, recipe, data):
     tflite_bytes = artifacts.load_tflite_bytes(args.evaluate)
-    _, metrics = measure(tflite_bytes, data)
+    _, metrics = measure(tflite_bytes, data.test)
     from common.budget import check_budget
     verdicts = check_budget(recipe.limits(), metrics)
     return pipeline.report(f"forecast {args.version}: {args.evaluate} on the test split",
@@ -170,9 +187,52 @@ def evaluate_only(args, recipe, data):
                            verdicts)
 
 
+def error_budget_fraction(metrics, recipe):
+    """The search's error objective: the larger of T MAE / T budget and RH MAE / RH
+    budget, so < 1 exactly when both error limits hold."""
+    return max(metrics["t_mae"] / recipe.max_t_mae, metrics["rh_mae"] / recipe.max_rh_mae)
+
+
+def suggest(trial, base, fixed):
+    """A recipe from the search space; knobs fixed on the command line stay fixed."""
+    knobs = {"hidden_layers": trial.suggest_int("hidden_layers", 1, 2)}
+    if "alpha" not in fixed:
+        knobs["alpha"] = trial.suggest_float("alpha", 0.05, 0.4)
+    if "sparsity" not in fixed:
+        knobs["sparsity"] = trial.suggest_float("sparsity", 0.0, 0.9)
+    knobs["learning_rate"] = trial.suggest_float("learning_rate", 1e-3, 2e-2, log=True)
+    knobs["mantissa_bits"] = trial.suggest_int("mantissa_bits", 5, 12)
+    if "epochs" not in fixed:
+        knobs["epochs"] = trial.suggest_int("epochs", 20, base.epochs)
+    epochs = knobs.get("epochs", base.epochs)
+    knobs["lr_drop_epochs"] = tuple(e * epochs // base.epochs for e in base.lr_drop_epochs)
+    return dataclasses.replace(base, **knobs)
+
+
+def search_task(args, recipe, data):
+    fixed = {k for k in ("epochs", "alpha", "sparsity") if getattr(args, k) is not None}
+
+    def evaluate(trial_recipe, seed):
+        _, tflite_bytes, _ = train_and_convert(trial_recipe, data, seed, verbose=False)
+        return measure(tflite_bytes, data.val)[1]
+
+    shipped = os.path.join(args.out_dir, f"forecast_{args.version}.json")
+    ref_bytes, ref_t, ref_rh = REFERENCE[args.version]
+    return search.SearchTask(
+        name=f"forecast_{args.version}", base_recipe=recipe,
+        suggest=lambda trial, base: suggest(trial, base, fixed), evaluate=evaluate,
+        error=error_budget_fraction, error_label="max(T MAE/budget, RH MAE/budget), validation",
+        error_limit=1.0, script=os.path.abspath(__file__), argv=args.argv,
+        markers=(("shipped model (test split)",
+                  *search.load_marker(shipped, error_budget_fraction, recipe)),
+                 ("reference (2009-2016 test)", ref_bytes,
+                  max(ref_t / recipe.max_t_mae, ref_rh / recipe.max_rh_mae))))
+
+
 def main(argv=None):
     args = parse_args(argv)
     recipe = pipeline.resolve_recipe(RECIPES, args)
+    search.validate(args)
     if recipe.quantization not in optimize.QUANTIZATION_MODES:
         raise UserError(f"unknown quantization {recipe.quantization!r}")
     if args.evaluate is None:
@@ -181,6 +241,12 @@ def main(argv=None):
     data = jena.prepare(jena.load_series(csv_path))
     if args.evaluate:
         return evaluate_only(args, recipe, data)
+    search_info = None
+    if search.wants_search(args):
+        chosen = search.run(search_task(args, recipe, data), args)
+        if chosen is None:
+            return 0
+        recipe, search_info = chosen
 
     start = time.time()
     verbose = not args.quiet
@@ -189,16 +255,10 @@ def main(argv=None):
     print("training the float reference (no pruning, no quantization) ...")
     baseline, _ = train_variant(dataclasses.replace(recipe, sparsity=0.0), data,
                                 args.seed, verbose)
-    _, float_metrics = measure(optimize.convert(baseline, "float"), data)
+    _, float_metrics = measure(optimize.convert(baseline, "float"), data.test)
     print(f"training the {args.version} recipe ...")
-    model, fit_info = train_variant(recipe, data, args.seed, verbose)
-    pruned_metrics = None
-    if recipe.quantization != "float" and recipe.sparsity > 0:
-        _, pruned_metrics = measure(optimize.convert(model, "float"), data)
-    optimize.round_mantissa(model, recipe.mantissa_bits)
-    tflite_bytes = optimize.convert(model, recipe.quantization,
-                                    calibration_samples(flat(data.train)[0]))
-    compressed, metrics = measure(tflite_bytes, data)
+    model, tflite_bytes, fit_info = train_and_convert(recipe, data, args.seed, verbose)
+    compressed, metrics = measure(tflite_bytes, data.test)
     metrics["train_seconds"] = round(time.time() - start, 1)
 
     results = {
@@ -213,15 +273,13 @@ def main(argv=None):
         "weight_types": optimize.weight_types(tflite_bytes),
         "fit": fit_info,
         "float_unpruned": float_metrics,
-        "pruned_float": pruned_metrics,
+        "search": search_info,
     }
     verdicts = pipeline.finish_run(args.out_dir, f"forecast_{args.version}", compressed,
                                    metrics, recipe.limits(), results)
-    rows = [metric_row("float, unpruned", float_metrics)]
-    if pruned_metrics:
-        rows.append(metric_row("pruned, float", pruned_metrics))
-    rows.append(metric_row(f"shipped ({recipe.quantization}"
-                           f"{', pruned' if recipe.sparsity else ''})", metrics))
+    rows = [metric_row("float, unpruned", float_metrics),
+            metric_row(f"shipped ({recipe.quantization}"
+                       f"{', pruned' if recipe.sparsity else ''})", metrics)]
     return pipeline.report(
         f"forecast {args.version}: test split, measured on the .tflite", HEADER, rows,
         verdicts, [f"wrote {args.out_dir}/forecast_{args.version}.tflite.zlib and .json; "

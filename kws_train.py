@@ -10,12 +10,13 @@ import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from common import artifacts, audio, optimize, pipeline, speech, training
+from common import artifacts, audio, optimize, pipeline, search, speech, training
 from common.budget import Limit, check_budget
 from common.cli import UserError, base_parser, format_table, run_main
 from common.runtime import Runner, host_description, measure_latency
@@ -74,7 +75,11 @@ examples:
   python kws_train.py --version c
   python kws_train.py --version a --data-dir /datasets --seed 1
   python kws_train.py --version c --evaluate models/kws_c.tflite.zlib
+  python kws_train.py --version c --search 30 --export-best
 """
+
+REFERENCE = {"a": (23100, 0.93), "b": (26400, 0.93), "c": (26400, 0.91)}
+SEARCH_LATENCY_RUNS = 30
 
 
 def parse_args(argv):
@@ -87,7 +92,10 @@ def parse_args(argv):
     parser.add_argument("--latency-pause", type=float, default=0.1,
                         help="seconds between timed runs, as the course's script "
                              "(default: 0.1)")
-    return parser.parse_args(argv)
+    search.add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.argv = tuple(sys.argv[1:] if argv is None else argv)
+    return args
 
 
 def find_dataset(args):
@@ -126,25 +134,102 @@ def latency(tflite_bytes, config, runs, pause, seed):
             for name, threads in (("1_thread", BUDGET_THREADS), ("default_threads", None))}
 
 
-def measure(tflite_bytes, data, recipe, args):
-    """Accuracy on the test split, sizes and latency of the .tflite."""
-    x, y = data.test
+def classify(tflite_bytes, split, n_labels):
+    """Accuracy of the .tflite on one split's features, and its confusion matrix."""
+    x, y = split
     runner = Runner(tflite_bytes)
     if tuple(runner.input_shape[1:]) != tuple(x.shape[1:]):
-        raise UserError(f"the model takes input {list(runner.input_shape)}, but version "
-                        f"{args.version}'s features are {list(x.shape[1:])}")
+        raise UserError(f"the model takes input {list(runner.input_shape)}, but the "
+                        f"version's features are {list(x.shape[1:])}")
     predicted = runner.predict(x).argmax(axis=1)
-    confusion = np.zeros((len(data.labels),) * 2, np.int64)
+    confusion = np.zeros((n_labels, n_labels), np.int64)
     np.add.at(confusion, (y, predicted), 1)
+    return {"accuracy": round(float((predicted == y).mean()), 4),
+            "correct": int((predicted == y).sum()), "clips": len(y)}, confusion
+
+
+def measure(tflite_bytes, split, labels, features, runs, pause, seed):
+    """Accuracy on ``split``, sizes and latency of the .tflite."""
+    metrics, confusion = classify(tflite_bytes, split, len(labels))
     compressed, sizes = pipeline.size_metrics(tflite_bytes)
-    lat = latency(tflite_bytes, recipe.features, args.latency_runs, args.latency_pause,
-                  args.seed)
-    metrics = {"accuracy": round(float((predicted == y).mean()), 4),
-               "correct": int((predicted == y).sum()), "test_clips": len(y), **sizes,
-               "inference_ms": lat["1_thread"]["inference"]["mean_ms"],
-               "total_ms": lat["1_thread"]["total"]["mean_ms"]}
+    lat = latency(tflite_bytes, features, runs, pause, seed)
+    metrics.update(sizes, inference_ms=lat["1_thread"]["inference"]["mean_ms"],
+                   total_ms=lat["1_thread"]["total"]["mean_ms"])
     return compressed, metrics, {"latency": lat, "host": host_description(),
                                  "confusion": confusion.tolist()}
+
+
+def train_and_convert(recipe, data, seed, verbose):
+    """Train, prune and convert ``recipe``: ``(model, tflite_bytes, fit_info)``.
+    Calibration uses training examples only."""
+    model, fit_info = train(recipe, data, seed, verbose)
+    picks = np.linspace(0, len(data.train[0]) - 1, CALIBRATION_CLIPS, dtype=int)
+    return model, optimize.convert(model, recipe.quantization, data.train[0][picks]), fit_info
+
+
+def suggest_features(trial):
+    """Feature type and parameters: MFCC or a square-resized STFT, 8 or 16 kHz."""
+    rate = trial.suggest_categorical("sample_rate", [8000, 16000])
+    kind = trial.suggest_categorical("features", ["mfcc", "stft"])
+    if kind == "mfcc":
+        frame = rate * trial.suggest_categorical("frame_ms", [20, 30, 40]) // 1000
+        return audio.FeatureConfig(
+            sample_rate=rate, frame_length=frame, frame_step=frame // 2, fft_length=frame,
+            num_mfccs=trial.suggest_int("num_mfccs", 8, 16),
+            upper_hz=min(4000.0, rate / 2))
+    frame = 256 * rate // 16000
+    return audio.FeatureConfig(kind="stft", sample_rate=rate, frame_length=frame,
+                               frame_step=frame // 2, fft_length=frame,
+                               resize=trial.suggest_categorical("resize", [24, 32, 40, 56]))
+
+
+def suggest(trial, base, fixed):
+    """A recipe from the search space; knobs fixed on the command line stay fixed."""
+    knobs = {"features": suggest_features(trial),
+             "learning_rate": trial.suggest_float("learning_rate", 0.003, 0.03, log=True)}
+    if "alpha" not in fixed:
+        knobs["alpha"] = trial.suggest_float("alpha", 0.1, 0.75)
+    if "sparsity" not in fixed:
+        knobs["sparsity"] = trial.suggest_float("sparsity", 0.0, 0.9)
+    if "epochs" not in fixed:
+        knobs["epochs"] = trial.suggest_int("epochs", 10, base.epochs)
+    epochs = knobs.get("epochs", base.epochs)
+    knobs["lr_drop_epochs"] = tuple(e * epochs // base.epochs for e in base.lr_drop_epochs)
+    knobs["prune_epochs"] = tuple(e * epochs // base.epochs for e in base.prune_epochs)
+    return dataclasses.replace(base, **knobs)
+
+
+def search_task(args, recipe):
+    """Trials share loaded clips (per sample rate) and features (per feature config)."""
+    fixed = {k for k in ("epochs", "alpha", "sparsity") if getattr(args, k) is not None}
+    clips, features = {}, {}
+
+    def evaluate(trial_recipe, seed):
+        config = trial_recipe.features
+        if config.sample_rate not in clips:
+            clips[config.sample_rate] = speech.load_splits(
+                args.data_dir, args.split_dir, config.sample_rate, ("train", "val"))
+        if config not in features:
+            features[config] = speech.featurize(clips[config.sample_rate], config,
+                                                trial_recipe.augmentation, seed)
+        data = features[config]
+        _, tflite_bytes, _ = train_and_convert(trial_recipe, data, seed, verbose=False)
+        return measure(tflite_bytes, data.val, data.labels, config,
+                       SEARCH_LATENCY_RUNS, 0.0, seed)[1]
+
+    def error(metrics, _recipe):
+        return 1.0 - metrics["accuracy"]
+
+    shipped = os.path.join(args.out_dir, f"kws_{args.version}.json")
+    ref_bytes, ref_accuracy = REFERENCE[args.version]
+    return search.SearchTask(
+        name=f"kws_{args.version}", base_recipe=recipe,
+        suggest=lambda trial, base: suggest(trial, base, fixed), evaluate=evaluate,
+        error=error, error_label="1 - accuracy (validation)",
+        error_limit=1.0 - recipe.min_accuracy, script=os.path.abspath(__file__),
+        argv=args.argv,
+        markers=(("shipped model (test split)", *search.load_marker(shipped, error, recipe)),
+                 ("reference (test)", ref_bytes, 1.0 - ref_accuracy)))
 
 
 def summary_lines(metrics, details, labels):
@@ -171,13 +256,14 @@ HEADER = ["model", "accuracy", "correct", ".tflite B", ".tflite.zlib B",
 
 
 def metric_row(name, m):
-    return [name, f"{m['accuracy']:.2%}", f"{m['correct']}/{m['test_clips']}",
+    return [name, f"{m['accuracy']:.2%}", f"{m['correct']}/{m['clips']}",
             m["tflite_bytes"], m["zlib_bytes"], m["inference_ms"], m["total_ms"]]
 
 
 def main(argv=None):
     args = parse_args(argv)
     recipe = pipeline.resolve_recipe(RECIPES, args)
+    search.validate(args)
     if args.latency_runs < 1 or args.latency_pause < 0:
         raise UserError("--latency-runs must be >= 1 and --latency-pause >= 0")
     if args.evaluate is None:
@@ -185,14 +271,22 @@ def main(argv=None):
     tflite_bytes = artifacts.load_tflite_bytes(args.evaluate) if args.evaluate else None
     if not os.path.isdir(os.path.join(args.data_dir, speech.DATASET_FOLDER)):
         find_dataset(args)
+    search_info = None
+    if args.evaluate is None and search.wants_search(args):
+        chosen = search.run(search_task(args, recipe), args)
+        if chosen is None:
+            return 0
+        recipe, search_info = chosen
     start = time.time()
     print(f"kws {args.version}: computing {recipe.features.kind} features "
           f"{list(recipe.features.shape)} for every clip (once) ...", flush=True)
-    data = speech.prepare(args.data_dir, args.split_dir, recipe.features,
-                          recipe.augmentation, args.seed,
-                          include_train=args.evaluate is None)
+    clips = speech.load_splits(args.data_dir, args.split_dir, recipe.features.sample_rate,
+                               ("test",) if args.evaluate else speech.SPLITS)
+    data = speech.featurize(clips, recipe.features, recipe.augmentation, args.seed)
+    lat_args = (args.latency_runs, args.latency_pause, args.seed)
     if args.evaluate:
-        _, metrics, details = measure(tflite_bytes, data, recipe, args)
+        _, metrics, details = measure(tflite_bytes, data.test, data.labels, recipe.features,
+                                      *lat_args)
         return pipeline.report(
             f"kws {args.version}: {args.evaluate} on the test split", HEADER,
             [metric_row(os.path.basename(args.evaluate), metrics)],
@@ -201,12 +295,11 @@ def main(argv=None):
 
     print(f"features ready in {time.time() - start:.0f} s: {len(data.train[0])} training "
           f"examples ({recipe.augmentation.copies} augmented copies)", flush=True)
-    model, fit_info = train(recipe, data, args.seed, not args.quiet)
-    calibration = data.train[0][np.linspace(0, len(data.train[0]) - 1, CALIBRATION_CLIPS,
-                                            dtype=int)]
-    tflite_bytes = optimize.convert(model, recipe.quantization, calibration)
+    model, tflite_bytes, fit_info = train_and_convert(recipe, data, args.seed,
+                                                      not args.quiet)
     train_seconds = round(time.time() - start, 1)
-    compressed, metrics, details = measure(tflite_bytes, data, recipe, args)
+    compressed, metrics, details = measure(tflite_bytes, data.test, data.labels,
+                                           recipe.features, *lat_args)
     metrics["train_seconds"] = train_seconds
     results = {
         "task": "kws", "version": args.version, "seed": args.seed,
@@ -220,7 +313,7 @@ def main(argv=None):
                            "val": len(data.val[0]), "test": len(data.test[0])}},
         "sparsity": optimize.weight_sparsity(model),
         "weight_types": optimize.weight_types(tflite_bytes),
-        "fit": fit_info, **details,
+        "fit": fit_info, "search": search_info, **details,
     }
     verdicts = pipeline.finish_run(args.out_dir, f"kws_{args.version}", compressed,
                                    metrics, recipe.limits(), results)

@@ -93,27 +93,43 @@ class SpeechData:
     test: tuple
 
 
-def prepare(data_dir, split_dir, config, aug, seed, include_train=True):
-    """Load the splits and compute their features once (training copies included)."""
-    rng = np.random.default_rng(seed)
+@dataclass
+class Clips:
+    """Every split's waveforms at one sample rate, with integer labels."""
+    labels: list
+    splits: dict  # split -> (clips [n, samples], labels [n])
+
+
+def load_splits(data_dir, split_dir, sample_rate, splits=SPLITS):
+    """Read the split lists and load their clips (once per sample rate)."""
     split_paths = {s: read_split(split_dir, s, data_dir) for s in SPLITS}
     labels = sorted(set(split_paths["train"][1]))
     index = {name: i for i, name in enumerate(labels)}
-    result = {}
-    for split in SPLITS:
-        if split == "train" and not include_train:
-            result[split] = (np.zeros((0,) + config.shape, np.float32), np.zeros(0, np.int64))
-            continue
+    loaded = {}
+    for split in splits:
         paths, names = split_paths[split]
         unknown = sorted(set(names) - set(index))
         if unknown:
             raise UserError(f"the {split} split has labels {unknown} that training lacks")
-        clips = load_clips(paths, config.sample_rate)
-        y = np.array([index[n] for n in names], np.int64)
-        x = features(config, clips)
+        loaded[split] = (load_clips(paths, sample_rate),
+                         np.array([index[n] for n in names], np.int64))
+    return Clips(labels, loaded)
+
+
+def featurize(clips, config, aug, seed):
+    """Features of every loaded split, computed once; the training split gets
+    ``aug.copies`` augmented copies appended. A split not loaded is empty."""
+    rng = np.random.default_rng(seed)
+    result = {}
+    for split in SPLITS:
+        if split not in clips.splits:
+            result[split] = (np.zeros((0,) + config.shape, np.float32), np.zeros(0, np.int64))
+            continue
+        waves, y = clips.splits[split]
+        x = features(config, waves)
         if split == "train" and aug.copies:
-            x = np.concatenate([x] + [features(config, augment(clips, aug, rng))
+            x = np.concatenate([x] + [features(config, augment(waves, aug, rng))
                                       for _ in range(aug.copies)])
             y = np.tile(y, aug.copies + 1)
         result[split] = (x, y)
-    return SpeechData(labels, result["train"], result["val"], result["test"])
+    return SpeechData(clips.labels, result["train"], result["val"], result["test"])

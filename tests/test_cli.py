@@ -146,7 +146,7 @@ def test_kws_end_to_end_then_evaluate(tmp_path, speech_dir):
     assert sorted(os.listdir(out)) == ["kws_b.json", "kws_b.tflite.zlib"]
     report = json.loads((out / "kws_b.json").read_text())
     assert report["labels"] == sorted(report["labels"]) and len(report["labels"]) == 8
-    assert report["metrics"]["test_clips"] == 8
+    assert report["metrics"]["clips"] == 8
     assert set(report["weight_types"]) == {"int8"}
     assert report["latency"]["1_thread"]["total"]["runs"] == 3
     assert report["recipe"]["features"]["kind"] == "mfcc"

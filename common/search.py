@@ -1,0 +1,323 @@
+"""Budget-aware multi-objective search over a version's recipe knobs, on Optuna.
+
+Objectives (both minimized, measured on the .tflite with the validation split only):
+the .tflite.zlib size in bytes and the task's error. Trials that break the version's
+budget stay in the study, marked infeasible through Optuna's constraints. The test
+split is never used here: it is used once, by the normal run that exports a trial.
+
+Optuna and matplotlib are optional (requirements-search.txt); nothing in the core
+pipelines imports this module unless ``--search`` or ``--export-best`` is given.
+"""
+import argparse
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from common import artifacts
+from common.budget import budget_holds, check_budget
+from common.cli import UserError
+
+INSTALL_HINT = "pip install -r requirements-search.txt"
+HEARTBEAT_S = 30  # a trial whose process died is marked failed after 3 heartbeats
+
+
+@dataclass(frozen=True)
+class SearchTask:
+    """What the generic search needs to know about one script's version."""
+    name: str                      # study name, e.g. "forecast_a"
+    base_recipe: object
+    suggest: Callable              # (trial, base_recipe) -> recipe
+    evaluate: Callable             # (recipe, seed) -> validation metrics incl. zlib_bytes
+    error: Callable                # (metrics, recipe) -> the error objective
+    error_label: str               # axis label, e.g. "1 - accuracy (validation)"
+    error_limit: float             # the budget's bound on the error objective
+    script: str                    # the script and its command line, for --workers
+    argv: tuple
+    markers: tuple = ()            # (label, zlib_bytes, error) drawn on the plot
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise UserError(f"--search needs Optuna and matplotlib: {INSTALL_HINT}") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def storage_url(args, name):
+    if args.storage:
+        return args.storage
+    folder = os.path.join(args.out_dir, "search")
+    os.makedirs(folder, exist_ok=True)
+    return f"sqlite:///{os.path.abspath(os.path.join(folder, name))}.db"
+
+
+def open_study(task, args):
+    """Create the study, or load it to resume: finished trials are never lost."""
+    optuna = _optuna()
+    url = storage_url(args, task.name)
+    try:
+        storage = optuna.storages.RDBStorage(
+            url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
+            failed_trial_callback=None)
+        return optuna.create_study(
+            study_name=task.name, storage=storage, load_if_exists=True,
+            directions=["minimize", "minimize"],
+            sampler=optuna.samplers.TPESampler(seed=args.seed))
+    except Exception as err:  # SQLAlchemy raises many types; all mean "cannot open"
+        reason = str(err).splitlines()[0][:200]
+        raise UserError(f"cannot open the search storage {url!r}: {reason}") from None
+
+
+def constraint_values(limits, metrics):
+    """One value per budget limit, <= 0 when it holds (Optuna's convention): the
+    relative excess over the limit, at least 1e-9 for a strict limit met exactly."""
+    values = {}
+    for limit, verdict in zip(limits, check_budget(limits, metrics)):
+        measured = verdict["measured"]
+        excess = ((measured - limit.value) if limit.below else (limit.value - measured)
+                  ) / abs(limit.value)
+        values[limit.metric] = excess if verdict["ok"] else max(excess, 1e-9)
+    return values
+
+
+def make_objective(task, seed):
+    def objective(trial):
+        recipe = task.suggest(trial, task.base_recipe)
+        start = time.time()
+        try:
+            metrics = task.evaluate(recipe, seed)
+        except Exception as err:  # recorded, then Optuna marks the trial failed
+            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:500])
+            raise
+        limits = recipe.limits()
+        for key, value in constraint_values(limits, metrics).items():
+            trial.set_constraint(key, value)
+        error = task.error(metrics, recipe)
+        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr("feasible", budget_holds(check_budget(limits, metrics)))
+        trial.set_user_attr("seconds", round(time.time() - start, 1))
+        return float(metrics["zlib_bytes"]), float(error)
+    return objective
+
+
+def finished(study):
+    states = {"COMPLETE", "FAIL"}
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name in states]
+
+
+def feasible_front(trials):
+    """The feasible trials no other feasible trial beats on both objectives, by size."""
+    points = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get("feasible")]
+    front = [t for t in points if not any(
+        o.values[0] <= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values
+        for o in points)]
+    return sorted(front, key=lambda t: t.values[0])
+
+
+def describe_trial(trial):
+    params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+    if trial.state.name != "COMPLETE":
+        return f"trial {trial.number}: {params} -> {trial.state.name.lower()}: " \
+               f"{trial.user_attrs.get('fail_reason', '')[:160]}"
+    size, error = trial.values
+    flag = "feasible" if trial.user_attrs.get("feasible") else "INFEASIBLE"
+    return (f"trial {trial.number}: {params} -> {size:.0f} B, error {error:.4f}, {flag}, "
+            f"{trial.user_attrs.get('seconds')} s")
+
+
+def _short(value):
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def progress_callback(study, trial):
+    front = feasible_front(finished(study))
+    summary = ", ".join(f"{t.values[0]:.0f} B/{t.values[1]:.4f}" for t in front[:6])
+    print(describe_trial(trial), flush=True)
+    print(f"  feasible front ({len(front)}): {summary or 'none yet'}", flush=True)
+
+
+def optimize(task, args, study):
+    """Run trials until the study holds ``args.search`` finished ones (so the same
+    command resumes an interrupted search); ``--workers`` processes share the study."""
+    optuna = _optuna()
+    target = args.search
+    if len(finished(study)) >= target:
+        return
+    stop = optuna.study.MaxTrialsCallback(
+        target, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL))
+    helpers = []
+    if args.workers > 1 and not args.search_worker:
+        helpers = [subprocess.Popen([sys.executable, task.script, *task.argv,
+                                     "--search-worker",
+                                     "--storage", storage_url(args, task.name)])
+                   for _ in range(args.workers - 1)]
+    try:
+        study.optimize(make_objective(task, args.seed), n_trials=target,
+                       catch=(Exception,), callbacks=[stop, progress_callback],
+                       gc_after_trial=True)
+    finally:
+        for helper in helpers:
+            helper.wait()
+
+
+def write_trials_csv(study, path):
+    """Every trial: parameters, size, error, metrics, feasibility, time, failure."""
+    trials = study.get_trials(deepcopy=False)
+    params = sorted({k for t in trials for k in t.params})
+    metric_keys = sorted({k for t in trials for k in t.user_attrs.get("metrics", {})
+                          if not isinstance(t.user_attrs["metrics"][k], (dict, list))})
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["number", "state", *params, "zlib_bytes", "error", *metric_keys,
+                     "feasible", "seconds", "fail_reason"])
+    for t in trials:
+        values = t.values if t.values else ("", "")
+        metrics = t.user_attrs.get("metrics", {})
+        writer.writerow([t.number, t.state.name, *(t.params.get(p, "") for p in params),
+                         *values, *(metrics.get(k, "") for k in metric_keys),
+                         t.user_attrs.get("feasible", ""), t.user_attrs.get("seconds", ""),
+                         t.user_attrs.get("fail_reason", "")])
+    artifacts.atomic_write_bytes(path, out.getvalue().encode())
+
+
+def plot_front(task, study, path, max_bytes):
+    """Error vs size: every trial, the feasible front, budget lines, markers."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    feasible = [t for t in trials if t.user_attrs.get("feasible")]
+    infeasible = [t for t in trials if not t.user_attrs.get("feasible")]
+    front = feasible_front(trials)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    if infeasible:
+        ax.scatter([t.values[0] for t in infeasible], [t.values[1] for t in infeasible],
+                   marker="x", color="0.6", label="infeasible trial")
+    if feasible:
+        ax.scatter([t.values[0] for t in feasible], [t.values[1] for t in feasible],
+                   color="tab:blue", label="feasible trial")
+    if front:
+        ax.step([t.values[0] for t in front], [t.values[1] for t in front], where="post",
+                color="tab:red", lw=2, label="feasible Pareto front")
+    ax.axvline(max_bytes, color="tab:orange", ls="--", label=f"size budget {max_bytes} B")
+    ax.axhline(task.error_limit, color="tab:green", ls="--", label="error budget")
+    for (label, size, error), marker in zip(task.markers, ("*", "^", "s")):
+        if size is not None and error is not None:
+            ax.scatter([size], [error], marker=marker, s=160, edgecolor="k", label=label,
+                       zorder=5)
+    ax.set_xlabel(".tflite.zlib bytes")
+    ax.set_ylabel(task.error_label)
+    ax.set_title(f"{task.name}: {len(trials)} trials, {len(feasible)} feasible")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    artifacts.atomic_write_bytes(path, buffer.getvalue())
+
+
+def chosen_trial(study, number=None):
+    """The trial to export: ``number``, else the feasible trial with the lowest error
+    (ties: the smaller file)."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if number is not None:
+        match = [t for t in trials if t.number == number]
+        if not match:
+            raise UserError(f"the study has no completed trial {number}")
+        return match[0]
+    feasible = [t for t in trials if t.user_attrs.get("feasible")]
+    if not feasible:
+        raise UserError("the study has no feasible trial to export yet; run more trials")
+    return min(feasible, key=lambda t: (t.values[1], t.values[0]))
+
+
+def run(task, args):
+    """Run or resume the search, write the CSV and the plot; return the recipe to
+    export (or None). Errors are UserErrors."""
+    _optuna()
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UserError(f"--search needs Optuna and matplotlib: {INSTALL_HINT}") from None
+    study = open_study(task, args)
+    if args.search:
+        print(f"search {task.name}: {len(finished(study))} finished trials in the study, "
+              f"target {args.search}", flush=True)
+        optimize(task, args, study)
+    if args.search_worker:
+        return None
+    folder = os.path.join(args.out_dir, "search")
+    os.makedirs(folder, exist_ok=True)
+    write_trials_csv(study, os.path.join(folder, f"{task.name}.csv"))
+    plot_front(task, study, os.path.join(folder, f"{task.name}.png"),
+               task.base_recipe.max_zlib_bytes)
+    front = feasible_front(finished(study))
+    print(f"\nsearch {task.name}: {len(finished(study))} trials; feasible front:")
+    for t in front:
+        print("  " + describe_trial(t))
+    print(f"wrote {folder}/{task.name}.csv and .png")
+    if not (args.export_best or args.export_trial is not None):
+        return None
+    trial = chosen_trial(study, args.export_trial)
+    optuna = _optuna()
+    recipe = task.suggest(optuna.trial.FixedTrial(trial.params), task.base_recipe)
+    print(f"exporting trial {trial.number} (validation: {trial.values[0]:.0f} B, "
+          f"error {trial.values[1]:.4f}); retraining, then one test evaluation", flush=True)
+    return recipe, {"trial": trial.number, "study": task.name, "params": trial.params,
+                    "validation_zlib_bytes": trial.values[0],
+                    "validation_error": trial.values[1]}
+
+
+def add_arguments(parser):
+    """The search flags, shared by both scripts."""
+    group = parser.add_argument_group("model search (needs requirements-search.txt)")
+    group.add_argument("--search", type=int, metavar="N",
+                       help="run a budget-aware Optuna search until the study holds N "
+                            "finished trials (resumes an interrupted search)")
+    group.add_argument("--storage", metavar="URL",
+                       help="Optuna RDB storage URL shared by several hosts (default: "
+                            "sqlite under OUT_DIR/search/)")
+    group.add_argument("--workers", type=int, default=1,
+                       help="processes running trials in parallel on this host")
+    group.add_argument("--export-best", action="store_true",
+                       help="retrain the lowest-error feasible trial and ship it as the "
+                            "version's model (one test evaluation)")
+    group.add_argument("--export-trial", type=int, metavar="N",
+                       help="like --export-best, for trial number N")
+    group.add_argument("--search-worker", action="store_true", help=argparse.SUPPRESS)
+
+
+def wants_search(args):
+    return bool(args.search or args.export_best or args.export_trial is not None)
+
+
+def validate(args):
+    if args.search is not None and args.search < 1:
+        raise UserError("--search needs a positive trial count")
+    if args.workers < 1:
+        raise UserError("--workers must be at least 1")
+
+
+def load_marker(path, error_fn, recipe):
+    """``(bytes, error)`` of a shipped model's results JSON, or ``(None, None)``."""
+    try:
+        with open(path) as f:
+            metrics = json.load(f)["metrics"]
+        return metrics["zlib_bytes"], error_fn(metrics, recipe)
+    except (OSError, KeyError, ValueError):
+        return None, None
+
+
+def budget_fraction(metrics, limits):
+    """max over error limits of measured/limit: < 1 when every error limit holds."""
+    return max(metrics[l.metric] / l.value for l in limits)
+
