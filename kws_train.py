@@ -307,8 +307,10 @@ def main(argv=None):
         "model_io": f"input: {recipe.quantization} {list(recipe.features.shape)} features "
                     "(quantize with the input tensor's scale and zero point); "
                     "output: logits in label order",
-        "data": {"splits": {s: artifacts.sha256_file(speech.split_list_path(args.split_dir, s))
-                            for s in speech.SPLITS},
+        "data": {"split_lists_sha256": {
+                     s: artifacts.sha256_file(speech.split_list_path(args.split_dir, s))
+                     for s in speech.SPLITS},
+                 "clips_sha256": clips.sha256,
                  "clips": {"train": len(data.train[0]) // (recipe.augmentation.copies + 1),
                            "val": len(data.val[0]), "test": len(data.test[0])}},
         "sparsity": optimize.weight_sparsity(model),

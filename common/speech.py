@@ -1,4 +1,5 @@
 """Mini Speech Commands: split lists, clip loading, cached features, augmentation."""
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -98,6 +99,16 @@ class Clips:
     """Every split's waveforms at one sample rate, with integer labels."""
     labels: list
     splits: dict  # split -> (clips [n, samples], labels [n])
+    sha256: dict  # split -> digest of its files' bytes, in list order
+
+
+def files_digest(paths):
+    """One sha256 over the listed files' contents, in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
 
 
 def load_splits(data_dir, split_dir, sample_rate, splits=SPLITS):
@@ -105,7 +116,7 @@ def load_splits(data_dir, split_dir, sample_rate, splits=SPLITS):
     split_paths = {s: read_split(split_dir, s, data_dir) for s in SPLITS}
     labels = sorted(set(split_paths["train"][1]))
     index = {name: i for i, name in enumerate(labels)}
-    loaded = {}
+    loaded, digests = {}, {}
     for split in splits:
         paths, names = split_paths[split]
         unknown = sorted(set(names) - set(index))
@@ -113,7 +124,8 @@ def load_splits(data_dir, split_dir, sample_rate, splits=SPLITS):
             raise UserError(f"the {split} split has labels {unknown} that training lacks")
         loaded[split] = (load_clips(paths, sample_rate),
                          np.array([index[n] for n in names], np.int64))
-    return Clips(labels, loaded)
+        digests[split] = files_digest(paths)
+    return Clips(labels, loaded, digests)
 
 
 def featurize(clips, config, aug, seed):
