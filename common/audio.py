@@ -64,22 +64,24 @@ def _resample_filter(up, down):
 
 
 def resample(signal, from_rate, to_rate):
-    """Polyphase (rational ``up/down``) resampling with a zero-phase FIR filter.
-
-    Output length is ``ceil(len * up / down)``, as with ``scipy.signal.resample_poly``.
+    """Polyphase (rational ``up/down``) resampling with a zero-phase FIR filter: only
+    the kept output samples are computed. Output length is ``ceil(len * up / down)``,
+    as with ``scipy.signal.resample_poly``.
     """
     g = math.gcd(from_rate, to_rate)
     up, down = to_rate // g, from_rate // g
-    if up == down:
-        return np.asarray(signal, np.float32)
-    h, half_len = _resample_filter(up, down)
     x = np.asarray(signal, np.float32)
+    if up == down:
+        return x
+    h, half_len = _resample_filter(up, down)
     if up > 1:
         stuffed = np.zeros(len(x) * up, np.float32)
         stuffed[::up] = x
         x = stuffed
     n_out = -(-len(signal) * up // down)
-    return np.convolve(x, h)[half_len::down][:n_out].astype(np.float32)
+    padded = np.pad(x, (half_len, half_len + down))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, len(h))[::down][:n_out]
+    return (windows @ h[::-1]).astype(np.float32)
 
 
 @dataclass(frozen=True)
