@@ -140,13 +140,19 @@ def train_variant(recipe, data, seed, verbose):
         verbose=2 if verbose else 0)
 
 
+def to_tflite(model, quantization, data):
+    """Fold the persistence skip into the MLP (two ops fewer), then convert."""
+    from common import models
+    return optimize.convert(models.fold_persistence(model), quantization,
+                            calibration_samples(flat(data.train)[0]))
+
+
 def train_and_convert(recipe, data, seed, verbose):
-    """Train, prune, round and convert ``recipe``: ``(model, tflite_bytes, fit_info)``."""
+    """Train, prune, round and convert ``recipe``: ``(model, tflite_bytes, fit_info)``;
+    ``model`` is the trained Keras model before folding."""
     model, fit_info = train_variant(recipe, data, seed, verbose)
     optimize.round_mantissa(model, recipe.mantissa_bits)
-    tflite_bytes = optimize.convert(model, recipe.quantization,
-                                    calibration_samples(flat(data.train)[0]))
-    return model, tflite_bytes, fit_info
+    return model, to_tflite(model, recipe.quantization, data), fit_info
 
 
 def measure(tflite_bytes, windows):
@@ -255,7 +261,7 @@ def main(argv=None):
     print("training the float reference (no pruning, no quantization) ...")
     baseline, _ = train_variant(dataclasses.replace(recipe, sparsity=0.0), data,
                                 args.seed, verbose)
-    _, float_metrics = measure(optimize.convert(baseline, "float"), data.test)
+    _, float_metrics = measure(to_tflite(baseline, "float", data), data.test)
     print(f"training the {args.version} recipe ...")
     model, tflite_bytes, fit_info = train_and_convert(recipe, data, args.seed, verbose)
     compressed, metrics = measure(tflite_bytes, data.test)

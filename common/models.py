@@ -67,3 +67,44 @@ def ds_cnn(alpha, input_shape, first_strides, n_classes=8, batch_size=None):
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(n_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name="ds_cnn")
+
+
+def fold_persistence(model, skip_name="persistence"):
+    """An equivalent model without the persistence skip and its Add: two ops and a
+    12x12 tensor fewer in the file.
+
+    Uses ``x = relu(x) - relu(-x)``: for each input the skip reads, the first hidden
+    layer gets two units, ``relu(x_i)`` and ``relu(-x_i)``; later hidden layers pass
+    them through (ReLU of a non-negative value is the value); the head adds them back
+    with the skip's weights, and the skip's bias joins the head's. Exact in real
+    arithmetic; in float32 it differs by rounding only.
+    """
+    skip_kernel, skip_bias = model.get_layer(skip_name).get_weights()
+    read = np.flatnonzero(np.any(skip_kernel != 0, axis=1))
+    dense = [layer for layer in model.layers
+             if isinstance(layer, keras.layers.Dense) and layer.name != skip_name]
+    *hidden, head = dense
+    extra = 2 * len(read)
+    inputs = keras.Input(model.input_shape[1:], batch_size=model.input_shape[0],
+                         name="window")
+    x, weights = inputs, []
+    for depth, layer in enumerate(hidden):
+        kernel, bias = layer.get_weights()
+        n_in, n_out = kernel.shape
+        carried = np.zeros((n_in + (extra if depth else 0), n_out + extra), np.float32)
+        carried[:n_in, :n_out] = kernel
+        if depth == 0:
+            carried[read, n_out + 2 * np.arange(len(read))] = 1.0
+            carried[read, n_out + 2 * np.arange(len(read)) + 1] = -1.0
+        else:
+            carried[n_in:, n_out:] = np.eye(extra, dtype=np.float32)
+        weights.append([carried, np.concatenate([bias, np.zeros(extra, np.float32)])])
+        x = keras.layers.Dense(n_out + extra, activation="relu", name=layer.name)(x)
+    kernel, bias = head.get_weights()
+    signed = np.stack([skip_kernel[read], -skip_kernel[read]], axis=1).reshape(extra, -1)
+    weights.append([np.concatenate([kernel, signed]), bias + skip_bias])
+    outputs = keras.layers.Dense(kernel.shape[1], name=head.name)(x)
+    folded = keras.Model(inputs, outputs, name=model.name)
+    for layer, values in zip([l for l in folded.layers if l.weights], weights):
+        layer.set_weights(values)
+    return folded

@@ -44,3 +44,21 @@ def test_ds_cnn_filters_and_strides(alpha, filters, shape, strides, out_hw):
     assert model.get_layer("pw1").filters == filters == model.get_layer("pw2").filters
     assert model.get_layer("conv_relu").output_shape[1:3] == out_hw
     assert model.output_shape == (None, 8)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_folding_the_persistence_skip_keeps_the_outputs(layers):
+    model = models.mlp(0.2, layers, NORMALIZER)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if layer.trainable and layer.get_weights():
+            layer.set_weights([rng.normal(size=w.shape).astype(np.float32) * 0.3
+                               for w in layer.get_weights()])
+    folded = models.fold_persistence(model)
+    x = rng.normal(size=(64, 12)).astype(np.float32) * 2
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-4)
+    assert "persistence" not in [layer.name for layer in folded.layers]
+    assert not any(isinstance(layer, type(model.get_layer("forecast")))
+                   for layer in folded.layers)
+    assert folded.get_layer("hidden1").units == models.hidden_units(0.2) + 4
