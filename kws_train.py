@@ -23,8 +23,10 @@ from common.runtime import Runner, host_description, measure_latency
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MFCC = audio.FeatureConfig()
+# log magnitude: a linear |STFT| spans four decades, and one int8 input scale over it
+# turns most of the image into zeros (measured: 78.6% on the .tflite vs ~94% in Keras)
 STFT_56 = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128,
-                              fft_length=256, resize=56)
+                              fft_length=256, resize=56, log_magnitude=True)
 CALIBRATION_CLIPS = 400
 BUDGET_THREADS = 1  # budgets are checked single-threaded, like a small device
 
