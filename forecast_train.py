@@ -215,6 +215,14 @@ def suggest(trial, base, fixed):
     return dataclasses.replace(base, **knobs)
 
 
+SEARCHED = ("hidden_layers", "alpha", "sparsity", "learning_rate", "mantissa_bits", "epochs")
+
+
+def search_params(recipe):
+    """``recipe`` in the search space's terms."""
+    return {k: v for k, v in dataclasses.asdict(recipe).items() if k in SEARCHED}
+
+
 def search_task(args, recipe, data):
     fixed = {k for k in ("epochs", "alpha", "sparsity") if getattr(args, k) is not None}
 
@@ -229,6 +237,7 @@ def search_task(args, recipe, data):
         suggest=lambda trial, base: suggest(trial, base, fixed), evaluate=evaluate,
         error=error_budget_fraction, error_label="max(T MAE/budget, RH MAE/budget), validation",
         error_limit=1.0, script=os.path.abspath(__file__), argv=args.argv,
+        base_params={k: v for k, v in search_params(recipe).items() if k not in fixed},
         markers=(("shipped model (test split)",
                   *search.load_marker(shipped, error_budget_fraction, recipe)),
                  ("reference (2009-2016 test)", ref_bytes,

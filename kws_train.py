@@ -181,7 +181,7 @@ def suggest_features(trial):
             upper_hz=min(4000.0, rate / 2))
     frame = 256 * rate // 16000
     return audio.FeatureConfig(kind="stft", sample_rate=rate, frame_length=frame,
-                               frame_step=frame // 2, fft_length=frame,
+                               frame_step=frame // 2, fft_length=frame, log_magnitude=True,
                                resize=trial.suggest_categorical("resize", [24, 32, 40, 56]))
 
 
@@ -199,6 +199,19 @@ def suggest(trial, base, fixed):
     knobs["lr_drop_epochs"] = tuple(e * epochs // base.epochs for e in base.lr_drop_epochs)
     knobs["prune_epochs"] = tuple(e * epochs // base.epochs for e in base.prune_epochs)
     return dataclasses.replace(base, **knobs)
+
+
+def search_params(recipe):
+    """``recipe`` in the search space's terms (what ``suggest`` would need to rebuild it)."""
+    f = recipe.features
+    params = {"sample_rate": f.sample_rate, "features": f.kind,
+              "learning_rate": recipe.learning_rate, "alpha": recipe.alpha,
+              "sparsity": recipe.sparsity, "epochs": recipe.epochs}
+    if f.kind == "mfcc":
+        params.update(frame_ms=1000 * f.frame_length // f.sample_rate, num_mfccs=f.num_mfccs)
+    else:
+        params.update(resize=f.resize)
+    return params
 
 
 def search_task(args, recipe):
@@ -230,6 +243,7 @@ def search_task(args, recipe):
         error=error, error_label="1 - accuracy (validation)",
         error_limit=1.0 - recipe.min_accuracy, script=os.path.abspath(__file__),
         argv=args.argv,
+        base_params={k: v for k, v in search_params(recipe).items() if k not in fixed},
         markers=(("shipped model (test split)", *search.load_marker(shipped, error, recipe)),
                  ("reference (test)", ref_bytes, 1.0 - ref_accuracy)))
 

@@ -43,6 +43,7 @@ class SearchTask:
     script: str                    # the script and its command line, for --workers
     argv: tuple
     markers: tuple = ()            # (label, zlib_bytes, error) drawn on the plot
+    base_params: dict = None       # the shipped recipe as search parameters: trial 0
 
 
 def _optuna():
@@ -70,13 +71,16 @@ def open_study(task, args):
         storage = optuna.storages.RDBStorage(
             url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
             failed_trial_callback=None)
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=task.name, storage=storage, load_if_exists=True,
             directions=["minimize", "minimize"],
             sampler=optuna.samplers.TPESampler(seed=args.seed))
     except Exception as err:  # SQLAlchemy raises many types; all mean "cannot open"
         reason = str(err).splitlines()[0][:200]
         raise UserError(f"cannot open the search storage {url!r}: {reason}") from None
+    if task.base_params and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(task.base_params)  # the front always holds the recipe
+    return study
 
 
 def constraint_values(limits, metrics):

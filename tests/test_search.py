@@ -159,3 +159,20 @@ def test_kws_search_trial_end_to_end(tmp_path, speech_dir, capsys):
     assert len(rows) == 1 and rows[0]["state"] == "COMPLETE", rows
     assert rows[0]["features"] in ("mfcc", "stft") and float(rows[0]["inference_ms"]) > 0
     assert "alpha" not in rows[0]  # fixed on the command line, so not searched
+
+
+@pytest.mark.parametrize("version", ["a", "b", "c"])
+def test_kws_recipes_are_points_of_the_search_space(version):
+    import optuna
+    import kws_train
+    recipe = kws_train.RECIPES[version]
+    trial = optuna.trial.FixedTrial(kws_train.search_params(recipe))
+    assert kws_train.suggest(trial, recipe, fixed=set()) == recipe
+
+
+@pytest.mark.parametrize("version", ["a", "b"])
+def test_forecast_recipes_are_points_of_the_search_space(version):
+    import optuna
+    recipe = forecast_train.RECIPES[version]
+    trial = optuna.trial.FixedTrial(forecast_train.search_params(recipe))
+    assert forecast_train.suggest(trial, recipe, fixed=set()) == recipe
