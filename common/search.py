@@ -236,18 +236,21 @@ def plot_front(task, study, path, max_bytes):
     artifacts.atomic_write_bytes(path, buffer.getvalue())
 
 
-def chosen_trial(study, number=None):
+def chosen_trial(study, number=None, max_bytes=None):
     """The trial to export: ``number``, else the feasible trial with the lowest error
-    (ties: the smaller file)."""
+    (ties: the smaller file), among those of at most ``max_bytes`` when given."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if number is not None:
         match = [t for t in trials if t.number == number]
         if not match:
             raise UserError(f"the study has no completed trial {number}")
         return match[0]
-    feasible = [t for t in trials if t.user_attrs.get("feasible")]
+    feasible = [t for t in trials if t.user_attrs.get("feasible")
+                and (max_bytes is None or t.values[0] <= max_bytes)]
     if not feasible:
-        raise UserError("the study has no feasible trial to export yet; run more trials")
+        raise UserError("the study has no feasible trial to export yet"
+                        f"{f' of at most {max_bytes} B' if max_bytes else ''}; "
+                        "run more trials")
     return min(feasible, key=lambda t: (t.values[1], t.values[0]))
 
 
@@ -278,7 +281,7 @@ def run(task, args):
     print(f"wrote {folder}/{task.name}.csv and .png")
     if not (args.export_best or args.export_trial is not None):
         return None
-    trial = chosen_trial(study, args.export_trial)
+    trial = chosen_trial(study, args.export_trial, args.export_max_bytes)
     optuna = _optuna()
     recipe = task.suggest(optuna.trial.FixedTrial(trial.params), task.base_recipe)
     print(f"exporting trial {trial.number} (validation: {trial.values[0]:.0f} B, "
@@ -304,6 +307,9 @@ def add_arguments(parser):
                             "version's model (one test evaluation)")
     group.add_argument("--export-trial", type=int, metavar="N",
                        help="like --export-best, for trial number N")
+    group.add_argument("--export-max-bytes", type=int, metavar="B",
+                       help="with --export-best: only trials of at most B bytes "
+                            "(a size target tighter than the budget)")
     group.add_argument("--search-worker", action="store_true", help=argparse.SUPPRESS)
 
 

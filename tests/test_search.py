@@ -43,7 +43,7 @@ def size_from_width(recipe, seed):
 
 def search_args(tmp_path, n, **extra):
     values = dict(search=n, storage=None, workers=1, export_best=False, export_trial=None,
-                  search_worker=False, seed=0, out_dir=str(tmp_path))
+                  export_max_bytes=None, search_worker=False, seed=0, out_dir=str(tmp_path))
     values.update(extra)
     return argparse.Namespace(**values)
 
@@ -104,6 +104,12 @@ def test_export_picks_lowest_error_feasible_trial(tmp_path):
     rows = [r for r in read_csv(tmp_path / "search" / "fake.csv") if r["feasible"] == "True"]
     best = min(rows, key=lambda r: (float(r["error"]), float(r["zlib_bytes"])))
     assert info["trial"] == int(best["number"]) and recipe.width == int(best["width"])
+    recipe, info = search.run(fake_task(size_from_width),
+                              search_args(tmp_path, 10, export_best=True,
+                                          export_max_bytes=450))
+    assert recipe.width <= 4
+    small = [r for r in rows if float(r["zlib_bytes"]) <= 450]
+    assert recipe.width == int(min(small, key=lambda r: float(r["error"]))["width"])
 
 
 def test_unreachable_storage_is_a_clear_error(tmp_path):
