@@ -63,7 +63,9 @@ class KwsRecipe:
 
 
 RECIPES = {
-    "a": KwsRecipe(features=MFCC, alpha=0.75, sparsity=0.9, max_zlib_bytes=25000),
+    # a: the reference's alpha 0.75 at 90% sparsity measured 28812 B (zlib spends about
+    # 2 B per surviving int8 weight), so a narrower net pruned less
+    "a": KwsRecipe(features=MFCC, alpha=0.5, sparsity=0.8, max_zlib_bytes=25000),
     "b": KwsRecipe(features=MFCC, alpha=0.3, sparsity=0.0, max_zlib_bytes=35000,
                    max_inference_ms=1.5),
     "c": KwsRecipe(features=STFT_56, alpha=0.3, sparsity=0.0, max_zlib_bytes=45000,
