@@ -74,7 +74,8 @@ def open_study(task, args):
         study = optuna.create_study(
             study_name=task.name, storage=storage, load_if_exists=True,
             directions=["minimize", "minimize"],
-            sampler=optuna.samplers.TPESampler(seed=args.seed))
+            # each worker samples with its own seed, or they would propose the same trials
+            sampler=optuna.samplers.TPESampler(seed=args.seed + args.search_worker))
     except Exception as err:  # SQLAlchemy raises many types; all mean "cannot open"
         reason = str(err).splitlines()[0][:200]
         raise UserError(f"cannot open the search storage {url!r}: {reason}") from None
@@ -165,9 +166,9 @@ def optimize(task, args, study):
     helpers = []
     if args.workers > 1 and not args.search_worker:
         helpers = [subprocess.Popen([sys.executable, task.script, *task.argv,
-                                     "--search-worker",
+                                     "--search-worker", str(index),
                                      "--storage", storage_url(args, task.name)])
-                   for _ in range(args.workers - 1)]
+                   for index in range(1, args.workers)]
     try:
         study.optimize(make_objective(task, args.seed), n_trials=target,
                        catch=(Exception,), callbacks=[stop, progress_callback],
@@ -310,7 +311,7 @@ def add_arguments(parser):
     group.add_argument("--export-max-bytes", type=int, metavar="B",
                        help="with --export-best: only trials of at most B bytes "
                             "(a size target tighter than the budget)")
-    group.add_argument("--search-worker", action="store_true", help=argparse.SUPPRESS)
+    group.add_argument("--search-worker", type=int, default=0, help=argparse.SUPPRESS)
 
 
 def wants_search(args):

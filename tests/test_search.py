@@ -4,6 +4,8 @@ import argparse
 import csv
 import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -15,7 +17,7 @@ import forecast_train  # noqa: E402
 from common import search  # noqa: E402
 from common.budget import Limit  # noqa: E402
 from common.cli import UserError, run_main  # noqa: E402
-from conftest import write_jena_csv  # noqa: E402
+from conftest import ROOT, write_jena_csv  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ def size_from_width(recipe, seed):
 
 def search_args(tmp_path, n, **extra):
     values = dict(search=n, storage=None, workers=1, export_best=False, export_trial=None,
-                  export_max_bytes=None, search_worker=False, seed=0, out_dir=str(tmp_path))
+                  export_max_bytes=None, search_worker=0, seed=0, out_dir=str(tmp_path))
     values.update(extra)
     return argparse.Namespace(**values)
 
@@ -183,3 +185,17 @@ def test_forecast_recipes_are_points_of_the_search_space(version):
     recipe = forecast_train.RECIPES[version]
     trial = optuna.trial.FixedTrial(forecast_train.search_params(recipe))
     assert forecast_train.suggest(trial, recipe, fixed=set()) == recipe
+
+
+def test_workers_share_one_study_with_different_proposals(tmp_path):
+    csv_path = write_jena_csv(tmp_path / "jena.csv", 700)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "forecast_train.py"), "--version", "b",
+         "--csv", str(csv_path), "--epochs", "1", "--quiet", "--out-dir", str(out),
+         "--search", "4", "--workers", "2"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(out / "search" / "forecast_b.csv")
+    assert len(rows) >= 4 and all(r["state"] == "COMPLETE" for r in rows)
+    proposals = [tuple(v for k, v in r.items() if k in ("alpha", "sparsity")) for r in rows]
+    assert len(set(proposals)) == len(proposals)
