@@ -224,7 +224,7 @@ def search_params(recipe):
 
 
 def search_task(args, recipe, data):
-    fixed = {k for k in ("epochs", "alpha", "sparsity") if getattr(args, k) is not None}
+    fixed = search.fixed_knobs(args)
 
     def evaluate(trial_recipe, seed):
         _, tflite_bytes, _ = train_and_convert(trial_recipe, data, seed, verbose=False)
@@ -281,9 +281,10 @@ def main(argv=None):
         "recipe": dataclasses.asdict(recipe),
         "data": data_description(csv_path, data),
         "normalization": dataclasses.asdict(data.normalizer),
-        "model_io": "input: float [1, 12] = the 6x2 window (rows: steps, columns: T, RH) "
-                    "normalized with 'normalization', flattened row-major; output: [1, 12] "
-                    "= 6 steps x (T degC, RH %), row-major",
+        "model_io": f"input: {recipe.quantization} [1, 12] = the 6x2 window (rows: steps, "
+                    "columns: T, RH) normalized with 'normalization', flattened row-major "
+                    "(integer models: quantize with the input tensor's scale and zero "
+                    "point); output: [1, 12] = 6 steps x (T degC, RH %), row-major",
         "sparsity": optimize.weight_sparsity(model),
         "weight_types": optimize.weight_types(tflite_bytes),
         "fit": fit_info,

@@ -218,7 +218,7 @@ def search_params(recipe):
 
 def search_task(args, recipe):
     """Trials share loaded clips (per sample rate) and features (per feature config)."""
-    fixed = {k for k in ("epochs", "alpha", "sparsity") if getattr(args, k) is not None}
+    fixed = search.fixed_knobs(args)
     clips, features = {}, {}
 
     def evaluate(trial_recipe, seed):

@@ -314,6 +314,11 @@ def add_arguments(parser):
     group.add_argument("--search-worker", type=int, default=0, help=argparse.SUPPRESS)
 
 
+def fixed_knobs(args):
+    """The recipe knobs the command line fixed: the search leaves them alone."""
+    return {k for k in ("epochs", "alpha", "sparsity") if getattr(args, k) is not None}
+
+
 def wants_search(args):
     return bool(args.search or args.export_best or args.export_trial is not None)
 
