@@ -52,15 +52,14 @@ class BestOnValidation(keras.callbacks.Callback):
 
 
 def fit(model, train, val, *, epochs, batch_size, lr_schedule, loss, optimizer,
-        sparsity=0.0, prune_epochs=(0, 1), metrics=(), verbose=1, steps_per_epoch=None):
+        sparsity=0.0, prune_epochs=(0, 1), metrics=(), verbose=1):
     """Train (and prune, when ``sparsity`` > 0) and return ``(stripped_model, info)``.
 
-    ``train`` and ``val`` are ``(x, y)`` arrays or ``tf.data`` datasets (then pass
-    ``steps_per_epoch``). Pruning runs from ``prune_epochs[0]`` to ``prune_epochs[1]``
-    (clipped to the run's length); the best validation epoch is chosen after it.
+    ``train`` and ``val`` are ``(x, y)`` arrays. Pruning runs from ``prune_epochs[0]``
+    to ``prune_epochs[1]`` (clipped to the run's length); the best validation epoch is
+    chosen after it.
     """
-    if isinstance(train, tuple):
-        steps_per_epoch = math.ceil(len(train[0]) / batch_size)
+    steps_per_epoch = math.ceil(len(train[0]) / batch_size)
     callbacks = [keras.callbacks.LearningRateScheduler(lr_schedule)]
     first_epoch = 0
     if sparsity > 0:
@@ -73,13 +72,9 @@ def fit(model, train, val, *, epochs, batch_size, lr_schedule, loss, optimizer,
     best = BestOnValidation(first_epoch=first_epoch)
     callbacks.append(best)
     model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))
-    fit_args = dict(epochs=epochs, callbacks=callbacks, verbose=verbose,
-                    validation_data=val)
-    if isinstance(train, tuple):
-        history = model.fit(train[0], train[1], batch_size=batch_size, shuffle=True,
-                            **fit_args)
-    else:
-        history = model.fit(train, steps_per_epoch=steps_per_epoch, **fit_args)
+    history = model.fit(train[0], train[1], batch_size=batch_size, shuffle=True,
+                        epochs=epochs, callbacks=callbacks, verbose=verbose,
+                        validation_data=val)
     info = {"best_epoch": None if best.best_epoch is None else best.best_epoch + 1,
             "best_val_loss": None if best.best_epoch is None else float(best.best),
             "epochs_run": len(history.history.get("loss", []))}
