@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common import artifacts, jena, optimize, pipeline, search, training
-from common.budget import Limit
+from common.budget import Limit, check_budget
 from common.cli import UserError, base_parser, run_main
 from common.runtime import Runner
 
@@ -186,7 +186,6 @@ def data_description(csv_path, data):
 def evaluate_only(args, recipe, data):
     tflite_bytes = artifacts.load_tflite_bytes(args.evaluate)
     _, metrics = measure(tflite_bytes, data.test)
-    from common.budget import check_budget
     verdicts = check_budget(recipe.limits(), metrics)
     return pipeline.report(f"forecast {args.version}: {args.evaluate} on the test split",
                            HEADER, [metric_row(os.path.basename(args.evaluate), metrics)],

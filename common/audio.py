@@ -5,6 +5,7 @@ there is no train/serve skew. It reproduces TensorFlow's ``tf.signal`` MFCC and
 ``tf.image.resize`` (bilinear, half-pixel centres) without needing TensorFlow at
 inference time; the tests check both against TensorFlow.
 """
+import io
 import math
 import wave
 from dataclasses import dataclass
@@ -19,14 +20,15 @@ CLIP_SECONDS = 1.0
 MIC_RATE = 48000  # the latency benchmark's microphone rate
 
 
-def read_wav(path, expected_rate=DATASET_RATE):
-    """Read a 16-bit mono WAV as float32 in [-1, 1].
+def read_wav(path, expected_rate=DATASET_RATE, content=None):
+    """Read a 16-bit mono WAV as float32 in [-1, 1]; ``content``, when given, is the
+    file's bytes already read (``path`` then only names it in errors).
 
     Raises UserError for a missing, truncated or non-WAV file, or one with another
     sample rate, channel count or sample width.
     """
     try:
-        with wave.open(path, "rb") as w:
+        with wave.open(path if content is None else io.BytesIO(content), "rb") as w:
             channels, width, rate, frames = (w.getnchannels(), w.getsampwidth(),
                                              w.getframerate(), w.getnframes())
             data = w.readframes(frames)

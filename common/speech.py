@@ -45,14 +45,22 @@ def read_split(split_dir, split, data_dir):
 
 
 def load_clips(paths, sample_rate):
-    """Every clip as float32 padded or cut to 1 s at ``sample_rate``: ``[n, samples]``."""
+    """Every clip as float32 padded or cut to 1 s at ``sample_rate``: ``[n, samples]``,
+    and one sha256 over the files' bytes in list order (each file is read once)."""
     length = int(sample_rate * audio.CLIP_SECONDS)
     clips = np.zeros((len(paths), length), np.float32)
+    digest = hashlib.sha256()
     for i, path in enumerate(paths):
-        signal = audio.pad_or_cut(audio.read_wav(path), audio.DATASET_RATE)
+        try:
+            with open(path, "rb") as f:
+                content = f.read()
+        except OSError as err:
+            raise UserError(f"cannot read audio file {path!r}: {err.strerror}") from None
+        digest.update(content)
+        signal = audio.pad_or_cut(audio.read_wav(path, content=content), audio.DATASET_RATE)
         clips[i] = audio.pad_or_cut(audio.resample(signal, audio.DATASET_RATE, sample_rate),
                                     length)
-    return clips
+    return clips, digest.hexdigest()
 
 
 def features(config, clips):
@@ -102,15 +110,6 @@ class Clips:
     sha256: dict  # split -> digest of its files' bytes, in list order
 
 
-def files_digest(paths):
-    """One sha256 over the listed files' contents, in order."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            digest.update(f.read())
-    return digest.hexdigest()
-
-
 def load_splits(data_dir, split_dir, sample_rate, splits=SPLITS):
     """Read the split lists and load their clips (once per sample rate)."""
     split_paths = {s: read_split(split_dir, s, data_dir) for s in SPLITS}
@@ -122,9 +121,8 @@ def load_splits(data_dir, split_dir, sample_rate, splits=SPLITS):
         unknown = sorted(set(names) - set(index))
         if unknown:
             raise UserError(f"the {split} split has labels {unknown} that training lacks")
-        loaded[split] = (load_clips(paths, sample_rate),
-                         np.array([index[n] for n in names], np.int64))
-        digests[split] = files_digest(paths)
+        waves, digests[split] = load_clips(paths, sample_rate)
+        loaded[split] = (waves, np.array([index[n] for n in names], np.int64))
     return Clips(labels, loaded, digests)
 
 
