@@ -7,7 +7,7 @@ import platform
 import tempfile
 import zlib
 
-from common.cli import UserError
+from common.errors import UserError
 
 ZLIB_LEVEL = 9
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from common.cli import UserError
+from common.errors import UserError
 
 DATASET_RATE = 16000
 CLIP_SECONDS = 1.0

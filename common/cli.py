@@ -1,19 +1,10 @@
-"""Command-line conventions shared by both training scripts.
-
-Exit codes: 0 the model meets its budget, 2 bad input or usage (argparse's own
-code), 3 the model was written but misses its budget.
-"""
+"""Command-line conventions shared by both training scripts (exit codes: see
+``common.errors``)."""
 import argparse
 import sys
 import warnings
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_BUDGET_MISSED = 3
-
-
-class UserError(Exception):
-    """A problem with the user's input: reported as one line, exit code 2."""
+from common.errors import EXIT_BAD_INPUT, EXIT_BUDGET_MISSED, EXIT_OK, UserError  # noqa: F401
 
 
 def base_parser(description, recipes, epilog=""):

@@ -6,7 +6,7 @@ import tempfile
 import urllib.request
 import zipfile
 
-from common.cli import UserError
+from common.errors import UserError
 
 
 def download_and_extract(url, data_dir, expected, allowed=True):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from common.cli import UserError
+from common.errors import UserError
 
 COLUMNS = ("T (degC)", "rh (%)")
 URL = ("https://storage.googleapis.com/tensorflow/tf-keras-datasets/"

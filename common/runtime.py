@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from common.cli import UserError
+from common.errors import UserError
 
 try:  # LiteRT is the maintained interpreter; TensorFlow's is the fallback.
     from ai_edge_litert.interpreter import Interpreter as _Interpreter

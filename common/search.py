@@ -23,7 +23,7 @@ from typing import Callable
 
 from common import artifacts
 from common.budget import budget_holds, check_budget
-from common.cli import UserError
+from common.errors import UserError
 
 INSTALL_HINT = "pip install -r requirements-search.txt"
 HEARTBEAT_S = 30  # a trial whose process died is marked failed after 3 heartbeats

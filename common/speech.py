@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common import audio
-from common.cli import UserError
+from common.errors import UserError
 
 URL = "http://storage.googleapis.com/download.tensorflow.org/data/mini_speech_commands.zip"
 DATASET_FOLDER = "mini_speech_commands"

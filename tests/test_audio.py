@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from common import audio, speech
-from common.cli import UserError
+from common.errors import UserError
 from common.runtime import measure_latency
 from conftest import tone, write_wav
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from common import jena
-from common.cli import UserError
+from common.errors import UserError
 from conftest import write_jena_csv
 
 

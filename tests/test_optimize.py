@@ -5,7 +5,7 @@ import pytest
 import tf_keras as keras
 
 from common import artifacts, jena, models, optimize, training
-from common.cli import UserError
+from common.errors import UserError
 from common.runtime import Runner
 
 NORMALIZER = jena.Normalizer(mean=(10.0, 60.0), std=(5.0, 20.0))

@@ -16,7 +16,8 @@ pytest.importorskip("matplotlib")
 import forecast_train  # noqa: E402
 from common import search  # noqa: E402
 from common.budget import Limit  # noqa: E402
-from common.cli import UserError, run_main  # noqa: E402
+from common.cli import run_main  # noqa: E402
+from common.errors import UserError  # noqa: E402
 from conftest import ROOT, write_jena_csv  # noqa: E402
 
 
