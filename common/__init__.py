@@ -4,8 +4,63 @@ Importing this package sets ``TF_USE_LEGACY_KERAS=1`` (unless already set): the
 tensorflow-model-optimization pruning API only works with Keras 2 (``tf_keras``),
 and TensorFlow reads the switch when it is first imported. This is the package's
 one import-time side effect; import ``common`` before ``tensorflow``.
+
+Nothing here imports TensorFlow at import time: the modules that need it
+(``models``, ``training``, ``optimize``, ``tflite_file``, and ``runtime`` when it
+builds an interpreter) are imported only where a model is built, trained,
+converted or run, so ``--help`` and every bad-input error answer fast.
 """
 import os
+import contextlib
+import sys
+import tempfile
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+_quiet = False  # process-wide, like a logging level: set once by the command line
+
+
+def set_quiet(quiet):
+    """Hide (True) or show TensorFlow's native stderr lines; see ``native_stderr_hidden``."""
+    global _quiet
+    _quiet = quiet
+
+
+@contextlib.contextmanager
+def native_stderr_hidden(replay_on_error=True):
+    """In quiet mode, capture what native code writes to file descriptor 2 inside the
+    block and drop it; if the block raises, replay it (unless ``replay_on_error`` is
+    False: the caller turns the error into its own message).
+
+    TensorFlow's native libraries print start-up lines (absl's "All log messages
+    before absl::InitializeLog()", oneDNN, the CUDA stub) while loading, and the
+    TFLite interpreter an XNNPACK line when built, straight to the descriptor: no
+    Python filter or ``TF_CPP_MIN_LOG_LEVEL`` reaches them.
+    """
+    if not _quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            if replay_on_error:
+                os.dup2(saved, 2)
+                captured.seek(0)
+                sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def import_tensorflow():
+    """Import TensorFlow (with tf_keras and tfmot, which the pipelines use) once,
+    their start-up lines hidden in quiet mode; returns ``tensorflow``."""
+    with native_stderr_hidden():
+        import tensorflow
+    return tensorflow

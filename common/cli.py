@@ -1,58 +1,126 @@
-"""Command-line conventions shared by both training scripts (exit codes: see
-``common.errors``)."""
+"""Command-line conventions shared by both training scripts: the parser (every
+argument checked where it is declared, so validation happens before anything heavy
+is imported), one-line errors, signals, and the plain-text tables.
+
+Exit codes: see ``common.errors``.
+"""
 import argparse
+import os
+import signal
 import sys
 import warnings
 
-from common.errors import EXIT_BAD_INPUT, EXIT_BUDGET_MISSED, EXIT_OK, UserError  # noqa: F401
+import common
+from common.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated,
+                           UserError)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a UserError: one ``error:`` line, exit 2."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see --help)")
+
+
+def _number(kind, low=None, high=None, low_open=False, high_open=False):
+    """An argparse ``type`` that parses ``kind`` and checks it lies in the range."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            left, right = "(" if low_open else "[", ")" if high_open else "]"
+            raise argparse.ArgumentTypeError(
+                f"{text} is outside {left}{'-inf' if low is None else low}, "
+                f"{'inf' if high is None else high}{right}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _number(int, low=1)
+non_negative_int = _number(int, low=0)
+non_negative_float = _number(float, low=0.0)
+width_multiplier = _number(float, low=0.0, high=4.0, low_open=True)
+sparsity_fraction = _number(float, low=0.0, high=1.0, high_open=True)
+
+
+RECIPE_KNOBS = ("epochs", "alpha", "sparsity")  # recipe fields the command line can set
 
 
 def base_parser(description, recipes, epilog=""):
-    """The argparse parser both scripts share; script-specific flags are added after."""
-    parser = argparse.ArgumentParser(
-        description=description, epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The parser both scripts share; each script adds its own flags after."""
+    parser = Parser(description=description, epilog=epilog,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", required=True, choices=sorted(recipes),
                         help="which recipe and budget to build (see the README's table)")
     parser.add_argument("--data-dir", default="data",
                         help="where the dataset is, or is downloaded to (default: data)")
     parser.add_argument("--out-dir", default="models",
-                        help="where the .tflite.zlib and .json are written (default: models)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
-    parser.add_argument("--alpha", type=float, help="override the recipe's width multiplier")
-    parser.add_argument("--sparsity", type=float,
-                        help="override the recipe's final pruning sparsity (0 = no pruning)")
+                        help="where the .tflite.zlib and .json are written (default: "
+                             "models; created only when there is something to write)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="random seed (default: 0)")
+    parser.add_argument("--epochs", type=positive_int, help="override the recipe's epoch count")
+    parser.add_argument("--alpha", type=width_multiplier,
+                        help="override the recipe's width multiplier, in (0, 4]")
+    parser.add_argument("--sparsity", type=sparsity_fraction,
+                        help="override the recipe's final pruning sparsity, in [0, 1) "
+                             "(0 = no pruning)")
     parser.add_argument("--evaluate", metavar="PATH",
                         help="re-measure an existing .tflite or .tflite.zlib on the test "
-                             "split and check it against the version's budget; no training")
+                             "split and check it against the version's budget; no "
+                             "training, nothing written. The size verdict is on the "
+                             "bytes of PATH (for a raw .tflite: on its zlib size, what "
+                             "the pipeline would ship)")
     parser.add_argument("--no-download", action="store_true",
                         help="fail instead of downloading when the dataset is missing")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's own start-up logs and warnings")
     return parser
 
 
-def check_overrides(args):
-    """Validate the numeric overrides early, with messages that say what is allowed."""
-    if args.epochs is not None and args.epochs < 1:
-        raise UserError(f"--epochs must be at least 1, got {args.epochs}")
-    if args.alpha is not None and not 0 < args.alpha <= 4:
-        raise UserError(f"--alpha must be in (0, 4], got {args.alpha}")
-    if args.sparsity is not None and not 0 <= args.sparsity < 1:
-        raise UserError(f"--sparsity must be in [0, 1), got {args.sparsity}")
+def quiet_libraries(verbose):
+    """Hide the libraries' own chatter unless ``verbose``: TensorFlow's C++ INFO and
+    WARNING logs, and the Python warnings raised inside TensorFlow, tf_keras, tfmot
+    and absl (deprecation notices about their own internals). Warnings from any other
+    code stay visible. TensorFlow's start-up lines are handled by
+    ``common.native_stderr_hidden``."""
+    common.set_quiet(not verbose)
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings(
+        "ignore", module=r"(tensorflow|tf_keras|tensorflow_model_optimization|absl|keras)"
+                         r"(\.|$)")
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def run_main(main, argv=None):
-    """Run ``main(argv)`` and turn a UserError into one stderr line and exit code 2."""
-    warnings.filterwarnings("ignore")
+    """Run ``main(argv)``; a UserError becomes one stderr line and exit 2, Ctrl-C exit
+    130 and SIGTERM exit 143, each with one line saying what was kept (the
+    interrupt's message) or that nothing was written."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = main(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         code = EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        code = 130
+    except KeyboardInterrupt as err:  # Terminated included
+        terminated = isinstance(err, Terminated)
+        print(f"error: {'terminated' if terminated else 'interrupted'}; "
+              f"{str(err) or 'nothing was written'}", file=sys.stderr)
+        code = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    sys.stdout.flush()
     sys.exit(code)
 
 

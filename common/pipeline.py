@@ -1,26 +1,238 @@
-"""The steps every training script ends with: resolve the recipe, measure the
-shipped bytes, check the budget, write the artifacts, print the summary."""
+"""The pipeline both scripts run, top to bottom: parse and check the command line,
+load the data, train, convert, measure the .tflite, write the model with its JSON,
+print the summary. Also the two other ways in: ``--evaluate`` (measure a given file,
+write nothing) and ``--search`` (hand the version to the model search).
+
+A script supplies a ``Task``: its recipe table and the steps that are truly its own
+(data, model, metrics, printout). Nothing here imports TensorFlow: the task's
+``train``, ``measure`` and ``finish_model`` do, after ``common.import_tensorflow``
+has loaded it quietly.
+"""
 import dataclasses
 import datetime
+import os
 import sys
+import time
 
-from common import artifacts
+import common
+from common import artifacts, cli, search
 from common.budget import budget_holds, check_budget
-from common.cli import EXIT_BUDGET_MISSED, EXIT_OK, check_overrides, format_table
+from common.errors import EXIT_BUDGET_MISSED, EXIT_OK
+
+
+class Task:
+    """What a script supplies to the pipeline. Attributes:
+
+    ``name`` ("forecast", "kws": the artifacts are ``<name>_<version>.*``),
+    ``description`` (the first line of --help), ``recipes`` ({version: recipe}; a
+    recipe is a frozen dataclass with ``limits()``), ``epilog``, ``header`` (the
+    summary table's columns), ``search_space`` (a ``search.SearchSpace`` or None).
+    """
+    name = description = epilog = ""
+    recipes = {}
+    header = []
+    search_space = None
+
+    def add_arguments(self, parser):
+        """The script's own flags (declare their checks as argparse types)."""
+
+    def load(self, args, recipe, evaluating=None):
+        """The data, as the task's own object. ``evaluating`` is the ``ModelFile``
+        under ``--evaluate`` (only the test split is needed then), else None."""
+        raise NotImplementedError
+
+    def train(self, recipe, data, seed, verbose):
+        """``(model, tflite_bytes, fit_info)``: train, optimize and convert."""
+        raise NotImplementedError
+
+    def measure(self, tflite_bytes, data, recipe, split, args):
+        """``(metrics, details)`` of the .tflite on ``split``: figures for the budget
+        (sizes excepted: the pipeline adds them), details for the JSON."""
+        raise NotImplementedError
+
+    def finish_model(self, tflite_bytes, data, recipe):
+        """The bytes to ship (e.g. with metadata added): inference unchanged."""
+        return tflite_bytes
+
+    def baselines(self, recipe, data, args):
+        """``[(json_key, table_name, metrics)]`` of reference models trained for
+        comparison in a training run (default: none)."""
+        return []
+
+    def describe(self, args, data, recipe):
+        """Task-specific fields of the results JSON (data checksums, model I/O, ...)."""
+        return {}
+
+    def row(self, name, metrics):
+        """One line of the summary table."""
+        raise NotImplementedError
+
+    def summary_lines(self, details, data):
+        """Lines printed after the budget table (confusion matrix, latency, ...)."""
+        return []
+
+    def search_args(self, args):
+        """The arguments ``measure`` gets inside the search (e.g. fewer latency runs)."""
+        return args
+
+
+def parse_args(task, argv):
+    parser = cli.base_parser(task.description, task.recipes, task.epilog)
+    task.add_arguments(parser)
+    search.add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.argv = tuple(sys.argv[1:] if argv is None else argv)
+    search.validate(args)
+    cli.quiet_libraries(args.verbose)
+    return args
 
 
 def resolve_recipe(recipes, args):
     """The version's recipe with the command line's --epochs/--alpha/--sparsity applied."""
-    check_overrides(args)
-    overrides = {name: getattr(args, name) for name in ("epochs", "alpha", "sparsity")
+    overrides = {name: getattr(args, name) for name in cli.RECIPE_KNOBS
                  if getattr(args, name) is not None}
     return dataclasses.replace(recipes[args.version], **overrides)
 
 
-def size_metrics(tflite_bytes):
-    """Raw and zlib byte counts; ``zlib_bytes`` is the shipped file's size."""
+def main(task, argv=None):
+    """The whole command: returns the exit code (UserErrors propagate to run_main)."""
+    args = parse_args(task, argv)
+    recipe = resolve_recipe(task.recipes, args)
+    if args.evaluate:
+        return evaluate(task, args, recipe)
+    artifacts.check_output_dir(args.out_dir)
+    data = task.load(args, recipe)
+    search_info = None
+    if search.wants_search(args):
+        chosen = search.run(search_task(task, args, recipe, data), args)
+        if chosen is None:
+            return EXIT_OK
+        recipe, search_info = chosen
+    return train_and_ship(task, args, recipe, data, search_info)
+
+
+def train_and_ship(task, args, recipe, data, search_info=None):
+    start = time.time()
+    common.import_tensorflow()
+    rows, results = [], {}
+    for key, name, metrics in task.baselines(recipe, data, args):
+        rows.append(task.row(name, metrics))
+        results[key] = metrics
+    print(f"{task.name} {args.version}: training ...", flush=True)
+    model, tflite_bytes, fit_info = task.train(recipe, data, args.seed, not args.quiet)
+    tflite_bytes = task.finish_model(tflite_bytes, data, recipe)
+    train_seconds = round(time.time() - start, 1)
+    metrics, details = task.measure(tflite_bytes, data, recipe, "test", args)
     compressed = artifacts.compress(tflite_bytes)
-    return compressed, {"tflite_bytes": len(tflite_bytes), "zlib_bytes": len(compressed)}
+    metrics.update(tflite_bytes=len(tflite_bytes), zlib_bytes=len(compressed),
+                   train_seconds=train_seconds)
+    from common import optimize
+    verdicts = check_budget(recipe.limits(), metrics)
+    results = {
+        "task": task.name, "version": args.version, "seed": args.seed,
+        "recipe": dataclasses.asdict(recipe), **task.describe(args, data, recipe),
+        "sparsity": optimize.weight_sparsity(model),
+        "weight_types": optimize.weight_types(tflite_bytes),
+        "fit": fit_info, **results, "search": search_info, **details,
+        "metrics": metrics, "budget": verdicts, "budget_holds": budget_holds(verdicts),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        "libraries": artifacts.library_versions(),
+    }
+    stem = f"{task.name}_{args.version}"
+    artifacts.publish(args.out_dir, {f"{stem}.tflite.zlib": compressed,
+                                     f"{stem}.json": artifacts.json_bytes(results)})
+    rows.append(task.row(f"shipped ({recipe.quantization}"
+                         f"{', pruned' if recipe.sparsity else ''})", metrics))
+    return report(f"{task.name} {args.version}: test split, measured on the .tflite",
+                  task.header, rows, verdicts,
+                  task.summary_lines(details, data)
+                  + [f"wrote {os.path.join(args.out_dir, stem)}.tflite.zlib and .json; "
+                     f"training took {train_seconds} s"])
+
+
+def evaluate(task, args, recipe):
+    """Measure a given model file on the test split and judge it; write nothing."""
+    model = artifacts.read_model(args.evaluate)
+    data = task.load(args, recipe, evaluating=model)
+    metrics, details = task.measure(model.tflite_bytes, data, recipe, "test", args)
+    metrics.update(model.sizes())
+    size_note = ("size verdict on the file's own bytes" if model.compressed else
+                 f"raw .tflite ({metrics['tflite_bytes']} B): the size verdict is on "
+                 f"its zlib size ({metrics['zlib_bytes']} B), the .tflite.zlib the "
+                 "pipeline would ship")
+    return report(f"{task.name} {args.version}: {args.evaluate} on the test split",
+                  task.header, [task.row(os.path.basename(args.evaluate), metrics)],
+                  check_budget(recipe.limits(), metrics),
+                  task.summary_lines(details, data) + [size_note])
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """A task's search space and objective, for ``--search``.
+
+    ``knobs(trial, base)`` suggests the task's own recipe fields; ``ranges`` gives
+    the range of each knob the command line can fix (``--alpha``, ``--sparsity``,
+    ``--epochs``; an upper bound None means the recipe's value), suggested unless
+    fixed; the recipe fields named in ``epoch_fields`` are epoch numbers, scaled
+    with the suggested epoch count. ``params(recipe)`` is the recipe in the
+    search's terms (trial 0 of a new study is the shipped recipe).
+    ``error(metrics, recipe)`` is the error objective, < ``error_limit(recipe)``
+    when the error budget holds. ``reference`` maps a version to the published
+    ``(zlib bytes, metrics)`` drawn on the plot.
+    """
+    knobs: object
+    ranges: dict
+    epoch_fields: tuple
+    params: object
+    error: object
+    error_label: str
+    error_limit: object
+    reference: dict
+
+    def suggest(self, trial, base, fixed):
+        knobs = self.knobs(trial, base)
+        for name, (low, high) in self.ranges.items():
+            if name in fixed:
+                continue
+            if name == "epochs":
+                knobs[name] = trial.suggest_int(name, low, high or base.epochs)
+            else:
+                knobs[name] = trial.suggest_float(name, low, high)
+        epochs = knobs.get("epochs", base.epochs)
+        for field in self.epoch_fields:
+            knobs[field] = tuple(e * epochs // base.epochs for e in getattr(base, field))
+        return dataclasses.replace(base, **knobs)
+
+
+def search_task(task, args, recipe, data):
+    """The version as the generic search sees it: trials train on the training split
+    and are measured on the validation split only."""
+    space = task.search_space
+    fixed = search.fixed_knobs(args)
+    measure_args = task.search_args(args)
+
+    def evaluate(trial_recipe, seed):
+        _, tflite_bytes, _ = task.train(trial_recipe, data, seed, verbose=False)
+        metrics, _ = task.measure(tflite_bytes, data, trial_recipe, "val", measure_args)
+        metrics.update(tflite_bytes=len(tflite_bytes),
+                       zlib_bytes=len(artifacts.compress(tflite_bytes)))
+        return metrics
+
+    name = f"{task.name}_{args.version}"
+    shipped = os.path.join(args.out_dir, f"{name}.json")
+    ref_bytes, ref_metrics = space.reference[args.version]
+    return search.SearchTask(
+        name=name, base_recipe=recipe,
+        suggest=lambda trial, base: space.suggest(trial, base, fixed), evaluate=evaluate,
+        error=space.error, error_label=space.error_label,
+        error_limit=space.error_limit(recipe), script=os.path.abspath(sys.argv[0]),
+        argv=args.argv,
+        base_params={k: v for k, v in space.params(recipe).items() if k not in fixed},
+        markers=(("shipped model (test split)",
+                  *search.load_marker(shipped, space.error, recipe)),
+                 ("reference (published, test)", ref_bytes,
+                  space.error(ref_metrics, recipe))))
 
 
 def verdict_rows(verdicts):
@@ -28,30 +240,16 @@ def verdict_rows(verdicts):
              "pass" if v["ok"] else "FAIL"] for v in verdicts]
 
 
-def report(title, metric_header, metric_rows, verdicts, extra_lines=()):
-    """Print the final summary table: measured rows, then every budget verdict."""
+def report(title, header, rows, verdicts, extra_lines=()):
+    """Print the final summary: measured rows, every budget verdict, extra lines;
+    return the exit code."""
     print(f"\n== {title}")
-    print(format_table(metric_header, metric_rows))
+    print(cli.format_table(header, rows))
     print()
-    print(format_table(["budget", "measured", "verdict"], verdict_rows(verdicts)))
+    print(cli.format_table(["budget", "measured", "verdict"], verdict_rows(verdicts)))
     for line in extra_lines:
         print(line)
     holds = budget_holds(verdicts)
     print(f"budget {'holds' if holds else 'MISSED'}")
     sys.stdout.flush()
     return EXIT_OK if holds else EXIT_BUDGET_MISSED
-
-
-def finish_run(out_dir, stem, compressed, metrics, limits, results):
-    """Check ``metrics`` against ``limits``, add the verdicts to ``results`` and write
-    the model and its JSON. Returns the verdicts."""
-    verdicts = check_budget(limits, metrics)
-    results.update({
-        "metrics": metrics,
-        "budget": verdicts,
-        "budget_holds": budget_holds(verdicts),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "libraries": artifacts.library_versions(),
-    })
-    artifacts.write_model_and_results(out_dir, stem, compressed, results)
-    return verdicts

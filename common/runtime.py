@@ -8,16 +8,18 @@ import time
 
 import numpy as np
 
+import common
 from common.errors import UserError
 
-try:  # LiteRT is the maintained interpreter; TensorFlow's is the fallback.
-    from ai_edge_litert.interpreter import Interpreter as _Interpreter
-    INTERPRETER = "ai_edge_litert"
-except ImportError:  # pragma: no cover - depends on the installation
-    import common  # noqa: F401
-    import tensorflow as tf
-    _Interpreter = tf.lite.Interpreter
-    INTERPRETER = "tf.lite"
+def interpreter_class():
+    """``(Interpreter, name)``: LiteRT's interpreter where installed (the maintained
+    one), else TensorFlow's (deprecated since TF 2.20, which says so in a warning
+    shown with --verbose). Imported on first use: TensorFlow loads only here."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter, "ai_edge_litert"
+    except ImportError:  # pragma: no cover - depends on the installation
+        return common.import_tensorflow().lite.Interpreter, "tf.lite"
 
 
 class Runner:
@@ -27,10 +29,12 @@ class Runner:
     """
 
     def __init__(self, tflite_bytes, num_threads=None):
+        interpreter, self.interpreter_name = interpreter_class()
         try:
-            self.interpreter = _Interpreter(model_content=tflite_bytes,
-                                            num_threads=num_threads)
-            self.interpreter.allocate_tensors()
+            with common.native_stderr_hidden(replay_on_error=False):
+                self.interpreter = interpreter(model_content=tflite_bytes,
+                                               num_threads=num_threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
             raise UserError(f"the interpreter cannot load the model: "
                             f"{str(err).splitlines()[0]}") from None
@@ -92,7 +96,8 @@ def cpu_model():
 
 
 def host_description():
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "interpreter": INTERPRETER}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(),
+            "interpreter": interpreter_class()[1]}
 
 
 def measure_latency(tflite_bytes, make_input, preprocess, runs=100, warmup=10,
