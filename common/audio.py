@@ -7,6 +7,8 @@ inference time; the tests check both against TensorFlow.
 """
 import io
 import math
+import os
+import struct
 import wave
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,33 +20,79 @@ from common.errors import UserError
 DATASET_RATE = 16000
 CLIP_SECONDS = 1.0
 MIC_RATE = 48000  # the latency benchmark's microphone rate
+REPLACE = "replace it with a 16-bit mono PCM WAV (e.g. extract the dataset again)"
+WAVE_FORMAT_PCM, WAVE_FORMAT_EXTENSIBLE = 1, 0xFFFE
+# KSDATAFORMAT_SUBTYPE_PCM, 00000001-0000-0010-8000-00aa00389b71, as stored in a file
+PCM_SUBFORMAT = bytes.fromhex("0100000000001000800000aa00389b71")
+
+
+def read_file(path):
+    """The bytes of an audio file. Raises UserError for a missing or unreadable file or
+    a folder."""
+    if os.path.isdir(path):
+        raise UserError(f"{path!r} is a folder, not a WAV file; {REPLACE}")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise UserError(f"audio file {path!r} does not exist; check the path") from None
+    except OSError as err:
+        raise UserError(f"cannot read audio file {path!r}: {err.strerror}") from None
+
+
+def _extensible_as_pcm(path, content):
+    """Python 3.11's ``wave`` rejects WAVE_FORMAT_EXTENSIBLE headers ("unknown format:
+    65534") even when their sub-format is PCM. Such a file is a plain PCM file with a
+    longer ``fmt `` chunk: return its bytes with the format tag set to PCM (``wave``
+    skips the extra fields). Other content is returned unchanged."""
+    pos = 12  # the chunks follow "RIFF", the RIFF size and "WAVE"
+    while content[:4] + content[8:12] == b"RIFFWAVE" and pos + 10 <= len(content):
+        name, size, tag = struct.unpack_from("<4sIH", content, pos)
+        if name == b"fmt ":
+            if tag != WAVE_FORMAT_EXTENSIBLE:
+                break
+            if content[pos + 32:pos + 48] != PCM_SUBFORMAT:  # the SubFormat GUID
+                raise UserError(f"{path!r} is a WAVE_FORMAT_EXTENSIBLE file whose samples "
+                                "are not PCM; clips must be 16-bit PCM")
+            return (content[:pos + 8] + struct.pack("<H", WAVE_FORMAT_PCM)
+                    + content[pos + 10:])
+        pos += 8 + size + size % 2  # chunks are padded to an even size
+    return content
 
 
 def read_wav(path, expected_rate=DATASET_RATE, content=None):
-    """Read a 16-bit mono WAV as float32 in [-1, 1]; ``content``, when given, is the
-    file's bytes already read (``path`` then only names it in errors).
+    """Read a 16-bit mono PCM WAV (plain or WAVE_FORMAT_EXTENSIBLE) as float32 in
+    [-1, 1]; ``content``, when given, is the file's bytes already read (``path`` then
+    only names it in errors).
 
-    Raises UserError for a missing, truncated or non-WAV file, or one with another
-    sample rate, channel count or sample width.
+    Raises UserError for a missing, empty, truncated or non-WAV file, a folder, one
+    without samples, or one with another sample rate, channel count or sample format.
     """
+    if content is None:
+        content = read_file(path)
+    if not content:
+        raise UserError(f"{path!r} is empty (0 bytes); {REPLACE}")
     try:
-        with wave.open(path if content is None else io.BytesIO(content), "rb") as w:
+        with wave.open(io.BytesIO(_extensible_as_pcm(path, content)), "rb") as w:
             channels, width, rate, frames = (w.getnchannels(), w.getsampwidth(),
                                              w.getframerate(), w.getnframes())
             data = w.readframes(frames)
-    except FileNotFoundError:
-        raise UserError(f"audio file {path!r} does not exist") from None
-    except (wave.Error, EOFError, OSError) as err:
-        raise UserError(f"{path!r} is not a readable WAV file ({err})") from None
+    except EOFError:
+        raise UserError(f"{path!r} is not a readable WAV file (it ends inside its "
+                        f"header, {len(content)} bytes); {REPLACE}") from None
+    except wave.Error as err:
+        raise UserError(f"{path!r} is not a readable WAV file ({err}); {REPLACE}") from None
     if channels != 1:
         raise UserError(f"{path!r} has {channels} channels; clips must be mono")
     if width != 2:
         raise UserError(f"{path!r} has {8 * width}-bit samples; clips must be 16-bit PCM")
     if rate != expected_rate:
         raise UserError(f"{path!r} is sampled at {rate} Hz; clips must be {expected_rate} Hz")
+    if frames == 0:
+        raise UserError(f"{path!r} holds no samples (a WAV header only); {REPLACE}")
     if len(data) < frames * width:
         raise UserError(f"{path!r} is truncated: its header promises {frames} samples, "
-                        f"it holds {len(data) // width}")
+                        f"it holds {len(data) // width}; {REPLACE}")
     return np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
 
 

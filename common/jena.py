@@ -5,6 +5,7 @@ The protocol is fixed by SPEC.md so results compare with the reference: windows 
 inputs are normalized with the training split's per-column mean and population std,
 labels stay in raw units (degC, %).
 """
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,21 +46,34 @@ def load_series(path):
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise UserError(f"{path!r} has {int(bad.sum())} missing or non-numeric values in "
-                        f"{COLUMNS[col]!r}/..., first at data row {row + 1}")
+                        f"{COLUMNS[col]!r}/..., first at data row {int(row) + 1}")
     return values
+
+
+def split_sizes(n):
+    """Rows of the train, validation and test splits of ``n`` rows."""
+    train_end, val_end = int(n * TRAIN_END), int(n * VAL_END)
+    return train_end, val_end - train_end, n - val_end
+
+
+def min_rows():
+    """The fewest rows for which every split holds one window: 111 for 70/20/10 and
+    12-row windows (the tests check that every larger count works too)."""
+    window = INPUT_STEPS + LABEL_STEPS
+    return next(n for n in itertools.count(window) if min(split_sizes(n)) >= window)
 
 
 def split(series):
     """Positional 70/20/10 split, no shuffling. Raises UserError when a split is shorter
     than one window."""
-    n = len(series)
-    train_end, val_end = int(n * TRAIN_END), int(n * VAL_END)
-    parts = series[:train_end], series[train_end:val_end], series[val_end:]
+    train, val, _ = split_sizes(len(series))
+    parts = series[:train], series[train:train + val], series[train + val:]
     window = INPUT_STEPS + LABEL_STEPS
     if min(len(p) for p in parts) < window:
-        raise UserError(f"{n} rows are too few: each of the train/validation/test splits "
-                        f"needs at least {window} rows (one window); need >= "
-                        f"{int(np.ceil(window / (1 - VAL_END)))} rows")
+        raise UserError(f"{len(series)} rows are too few: each of the train/validation/"
+                        f"test splits needs at least {window} rows (one window), so the "
+                        f"CSV needs at least {min_rows()} rows; pass the full Jena "
+                        "climate CSV")
     return parts
 
 

@@ -36,6 +36,9 @@ def read_split(split_dir, split, data_dir):
         if len(parts) < 3:
             raise UserError(f"{list_path!r}: {line!r} is not a <dataset>/<label>/<file> path")
         path = os.path.join(data_dir, *parts[-3:])
+        if os.path.isdir(path):
+            raise UserError(f"{path!r} (listed in {list_path}) is a folder, not a WAV "
+                            f"file; {audio.REPLACE}")
         if not os.path.isfile(path):
             raise UserError(f"{path!r} (listed in {list_path}) does not exist; point "
                             "--data-dir at the folder holding mini_speech_commands/")
@@ -51,11 +54,7 @@ def load_clips(paths, sample_rate):
     clips = np.zeros((len(paths), length), np.float32)
     digest = hashlib.sha256()
     for i, path in enumerate(paths):
-        try:
-            with open(path, "rb") as f:
-                content = f.read()
-        except OSError as err:
-            raise UserError(f"cannot read audio file {path!r}: {err.strerror}") from None
+        content = audio.read_file(path)
         digest.update(content)
         signal = audio.pad_or_cut(audio.read_wav(path, content=content), audio.DATASET_RATE)
         clips[i] = audio.pad_or_cut(audio.resample(signal, audio.DATASET_RATE, sample_rate),
@@ -110,20 +109,43 @@ class Clips:
     sha256: dict  # split -> digest of its files' bytes, in list order
 
 
-def load_splits(data_dir, split_dir, sample_rate, splits=SPLITS):
-    """Read the split lists and load their clips (once per sample rate)."""
-    split_paths = {s: read_split(split_dir, s, data_dir) for s in SPLITS}
-    labels = sorted(set(split_paths["train"][1]))
+def check_label_sets(split_labels, expected, source):
+    """Every split must hold exactly the ``expected`` labels (from ``source``: the
+    training list, or the model): a misspelt folder or a missing word is an error
+    naming the label and the list, not a model with the wrong number of outputs."""
+    for list_path, names in split_labels.items():
+        extra = sorted(set(names) - set(expected))
+        missing = sorted(set(expected) - set(names))
+        if extra or missing:
+            problems = ([f"label {', '.join(extra)} that {source} lacks"] if extra else []) \
+                + ([f"no clip of {', '.join(missing)}"] if missing else [])
+            raise UserError(f"{list_path} has {' and '.join(problems)}; every split must "
+                            f"hold the same {len(expected)} labels ({', '.join(expected)})")
+
+
+def load_splits(data_dir, split_dir, sample_rate, splits=SPLITS, labels=None):
+    """Read the split lists of ``splits`` and load their clips (once per sample rate).
+
+    The label order is ``labels`` (a model's own, under --evaluate) or the sorted
+    label set of the training list; each listed split must hold exactly those
+    labels, and a clip's index is its folder name's position in that one order.
+    """
+    split_paths = {s: read_split(split_dir, s, data_dir) for s in splits}
+    if labels is None:
+        labels = sorted(set(read_split(split_dir, "train", data_dir)[1]
+                            if "train" not in split_paths else split_paths["train"][1]))
+        source = f"the training list {split_list_path(split_dir, 'train')}"
+    else:
+        source = "the model"
+    check_label_sets({split_list_path(split_dir, s): split_paths[s][1] for s in splits},
+                     labels, source)
     index = {name: i for i, name in enumerate(labels)}
     loaded, digests = {}, {}
     for split in splits:
         paths, names = split_paths[split]
-        unknown = sorted(set(names) - set(index))
-        if unknown:
-            raise UserError(f"the {split} split has labels {unknown} that training lacks")
         waves, digests[split] = load_clips(paths, sample_rate)
         loaded[split] = (waves, np.array([index[n] for n in names], np.int64))
-    return Clips(labels, loaded, digests)
+    return Clips(list(labels), loaded, digests)
 
 
 def featurize(clips, config, aug, seed):

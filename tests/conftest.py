@@ -1,6 +1,7 @@
 """Synthetic data made in the tests: no internet, no ../shared."""
 import math
 import os
+import random
 import struct
 import sys
 import wave
@@ -40,6 +41,23 @@ def write_wav(path, samples, rate=16000, channels=1):
                                for s in samples))
 
 
+def wav_extensible_bytes(samples, rate=16000, channels=1, bits=16, subformat=1,
+                         leading_chunk=b""):
+    """A WAVE_FORMAT_EXTENSIBLE file (format tag 0xFFFE), built by hand since Python
+    3.11's ``wave`` cannot write one. ``subformat`` is the code in the SubFormat GUID
+    (1 PCM, 3 IEEE float); ``leading_chunk`` is a whole chunk put before ``fmt ``."""
+    width = bits // 8
+    scale = 2 ** (bits - 1) - 1
+    data = b"".join(int(max(-1, min(1, s)) * scale).to_bytes(width, "little", signed=True)
+                    for s in samples)
+    guid = struct.pack("<H", subformat) + bytes.fromhex("000000001000800000aa00389b71")
+    fmt = struct.pack("<HHIIHHHHI", 0xFFFE, channels, rate, rate * channels * width,
+                      channels * width, bits, 22, bits, 4 if channels == 1 else 3) + guid
+    body = (b"WAVE" + leading_chunk + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+            + b"data" + struct.pack("<I", len(data)) + data)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
 def tone(freq, seconds=1.0, rate=16000, amplitude=0.5):
     return [amplitude * math.sin(2 * math.pi * freq * i / rate)
             for i in range(int(seconds * rate))]
@@ -66,6 +84,8 @@ def speech_dir(tmp_path):
                           tone(300 + 250 * k + 20 * n, seconds=0.9))
                 lines[split].append(f"./data/mini_speech_commands/{label}/{name}")
                 n += 1
+    rng = random.Random(0)
     for split, entries in lines.items():
+        rng.shuffle(entries)  # the real lists are not sorted by label either
         (data / f"kws_{split}_split.txt").write_text("\n".join(entries) + "\n")
     return data

@@ -5,10 +5,12 @@ import tensorflow as tf
 from common import audio, speech
 from common.errors import UserError
 from common.runtime import measure_latency
-from conftest import tone, write_wav
+from conftest import tone, wav_extensible_bytes, write_wav
 
 STFT_56 = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128,
                               fft_length=256, resize=56)
+STFT_56_LOG = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128,
+                                  fft_length=256, resize=56, log_magnitude=True)  # kws c
 STFT_32 = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128,
                               fft_length=256, resize=32)
 
@@ -43,6 +45,13 @@ def test_stft_resize_matches_tensorflow_image_resize():
     magnitude = tf.abs(tf.signal.stft(x, 256, 128, 256))[..., None]
     expected = tf.image.resize(magnitude, [56, 56], method="bilinear").numpy()
     np.testing.assert_allclose(audio.extract(STFT_56, x), expected, atol=1e-4)
+
+
+def test_log_stft_resize_matches_tensorflow():
+    x = known_signal()
+    log_magnitude = tf.math.log(tf.abs(tf.signal.stft(x, 256, 128, 256)) + 1e-6)[..., None]
+    expected = tf.image.resize(log_magnitude, [56, 56], method="bilinear").numpy()
+    np.testing.assert_allclose(audio.extract(STFT_56_LOG, x), expected, atol=1e-4)
 
 
 def test_resample_keeps_a_tone_and_length():
@@ -90,6 +99,64 @@ def test_read_wav_and_its_errors(tmp_path):
                           (str(tmp_path / "none.wav"), "does not exist")]:
         with pytest.raises(UserError, match=message):
             audio.read_wav(path)
+
+
+def read_direct(path):
+    return audio.read_wav(path)
+
+
+def read_like_load_clips(path):
+    """speech.load_clips reads the bytes itself and passes them as ``content=``."""
+    clips, _ = speech.load_clips([path], 16000)
+    return clips[0]
+
+
+READERS = [read_direct, read_like_load_clips]
+
+
+@pytest.mark.parametrize("read", READERS)
+@pytest.mark.parametrize("leading_chunk", [b"", b"JUNK\x03\x00\x00\x00abc\x00"])
+def test_extensible_pcm_wav_reads_like_plain_pcm(tmp_path, read, leading_chunk):
+    samples = tone(440, 0.5)
+    plain, extensible = str(tmp_path / "plain.wav"), tmp_path / "extensible.wav"
+    write_wav(plain, samples)
+    extensible.write_bytes(wav_extensible_bytes(samples, leading_chunk=leading_chunk))
+    assert np.array_equal(read(str(extensible)), read(plain))
+
+
+@pytest.mark.parametrize("read", READERS)
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(subformat=3, bits=32), "WAVE_FORMAT_EXTENSIBLE file whose samples are not PCM"),
+    (dict(channels=2), "2 channels"),
+    (dict(bits=24), "24-bit samples"),
+    (dict(rate=8000), "8000 Hz"),
+])
+def test_extensible_wav_that_is_not_16_bit_mono_pcm_is_rejected(tmp_path, read, kwargs,
+                                                                 message):
+    path = tmp_path / "x.wav"
+    path.write_bytes(wav_extensible_bytes(tone(440, 0.1), **kwargs))
+    with pytest.raises(UserError, match=message) as err:
+        read(str(path))
+    assert "np." not in str(err.value)
+
+
+@pytest.mark.parametrize("read", READERS)
+@pytest.mark.parametrize("case, message", [
+    ("empty", r"is empty \(0 bytes\); replace it"),
+    ("header_only", r"holds no samples \(a WAV header only\); replace it"),
+    ("cut_in_header", r"not a readable WAV file \(it ends inside its header, 30 bytes\)"),
+    ("folder", "is a folder, not a WAV file; replace it"),
+])
+def test_empty_headerless_and_folder_wavs_are_rejected(tmp_path, read, case, message):
+    path = tmp_path / "clip.wav"
+    if case == "folder":
+        path.mkdir()
+    else:
+        write_wav(str(path), tone(440, 0.1) if case == "cut_in_header" else [])
+        path.write_bytes(path.read_bytes()[:{"empty": 0, "cut_in_header": 30}.get(case)])
+    with pytest.raises(UserError, match=message) as err:
+        read(str(path))
+    assert "np." not in str(err.value) and "()" not in str(err.value)
 
 
 def test_augment_is_seeded_and_bounded():

@@ -47,17 +47,30 @@ def test_load_series_reads_latin1_export(tmp_path):
     assert values.shape == (50, 2) and values.dtype == np.float32
 
 
+def test_load_series_reads_a_latin1_header_with_non_ascii_names(tmp_path):
+    # the station's newer exports name columns with latin-1 "°", "²" and "µ"
+    header = "Date Time,p (mbar),T (degC),Tlog (°C),rh (%),rho (g/m³),PAR (µmol/m²/s)\n"
+    rows = ["01.01.2024 00:10:00,990.1,-1.5,-1.2,93.5,1307.8,0.5\n",
+            "01.01.2024 00:20:00,990.2,-1.75,-1.4,94.25,1309.1,0.25\n"]
+    path = tmp_path / "mpi_roof.csv"
+    path.write_bytes((header + "".join(rows)).encode("latin-1"))
+    assert b"\xb0" in path.read_bytes()  # not valid UTF-8
+    values = jena.load_series(str(path))
+    np.testing.assert_array_equal(values, np.float32([[-1.5, 93.5], [-1.75, 94.25]]))
+
+
 @pytest.mark.parametrize("content, message", [
     ("Date Time,T (degC)\n01.01.2024 00:00:00,1.0\n", r"no column 'rh \(%\)'"),
-    ("T (degC),rh (%)\n1.0,50\n2.0,\n", "missing or non-numeric"),
-    ("T (degC),rh (%)\n1.0,50\nwarm,50\n", "missing or non-numeric"),
+    ("T (degC),rh (%)\n1.0,50\n2.0,\n", "non-numeric .* in 'rh .*, first at data row 2$"),
+    ("T (degC),rh (%)\n1.0,50\nwarm,50\n", "non-numeric .* in 'T .*, first at data row 2$"),
     ("", "cannot read"),
 ])
 def test_bad_csv_content(tmp_path, content, message):
     path = tmp_path / "bad.csv"
     path.write_text(content)
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UserError, match=message) as err:
         jena.load_series(str(path))
+    assert "np." not in str(err.value)
 
 
 def test_missing_file():
@@ -65,7 +78,16 @@ def test_missing_file():
         jena.load_series("/nonexistent/jena.csv")
 
 
-def test_too_few_rows_for_a_window_per_split():
-    with pytest.raises(UserError, match="too few"):
-        jena.split(np.zeros((100, 2), np.float32))  # test split: 10 rows < 12
-    assert len(jena.split(np.zeros((120, 2), np.float32))[2]) == 12
+def test_too_few_rows_message_states_the_real_minimum():
+    window = jena.INPUT_STEPS + jena.LABEL_STEPS
+    assert jena.min_rows() == 111  # 70/20/10 of 111 rows = 77/22/12
+    with pytest.raises(UserError, match="110 rows are too few: .* needs at least 111 rows; "
+                                        "pass the full") as err:
+        jena.split(np.zeros((110, 2), np.float32))  # test split: 11 rows < 12
+    assert "np." not in str(err.value)
+    assert [len(p) for p in jena.split(np.zeros((111, 2), np.float32))] == [77, 22, 12]
+    for n in range(jena.min_rows(), 3000):  # and every longer series splits as well
+        assert min(len(p) for p in jena.split(np.zeros((n, 2), np.float32))) >= window
+    for n in range(jena.min_rows()):
+        with pytest.raises(UserError, match="needs at least 111 rows"):
+            jena.split(np.zeros((n, 2), np.float32))
