@@ -179,7 +179,7 @@ class Forecast(pipeline.Task):
         x, y = flat(getattr(data, split))
         runner = Runner(tflite_bytes)
         if int(np.prod(runner.input_shape)) != x.shape[1]:
-            raise UserError(f"the model takes input {[int(d) for d in runner.input_shape]}, "
+            raise UserError(f"the model takes input {list(runner.input_shape)}, "
                             f"not a flat window of {x.shape[1]} values")
         t_mae, rh_mae = jena.mae_per_variable(runner.predict(x), y)
         return {"t_mae": round(float(t_mae), 4), "rh_mae": round(float(rh_mae), 4)}, {}

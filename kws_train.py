@@ -135,7 +135,7 @@ def classify(tflite_bytes, split, labels):
     x, y = split
     runner = Runner(tflite_bytes)
     if tuple(runner.input_shape[1:]) != tuple(x.shape[1:]):
-        raise UserError(f"the model takes input {[int(d) for d in runner.input_shape]}, "
+        raise UserError(f"the model takes input {list(runner.input_shape)}, "
                         f"but the version's features are {list(x.shape[1:])}")
     outputs = int(np.prod(runner.output["shape"]))
     if outputs != len(labels):

@@ -41,7 +41,7 @@ class Runner:
         self.num_threads = num_threads
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        self.input_shape = tuple(self.input["shape"])
+        self.input_shape = tuple(int(d) for d in self.input["shape"])
 
     def quantize_input(self, x):
         """Float sample -> the model's input dtype (round and clip for integer inputs)."""

@@ -1,0 +1,212 @@
+"""Verdicts that cannot be fooled: --evaluate judges the file it is given with the
+model's own label order, a run's model and JSON are published as a unit, signals
+stop a run with one line, and the committed models are what their JSONs say."""
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+import forecast_train
+import kws_train
+from common import artifacts, optimize, tflite_file
+from common.errors import UserError
+from conftest import ROOT, write_jena_csv
+from test_cli import FAST_KWS, assert_bad_input, kws_args, run_in_process, run_script
+
+MODELS = os.path.join(ROOT, "models")
+
+
+def test_evaluate_judges_the_bytes_of_the_file_given(tmp_path, capsys):
+    csv = write_jena_csv(tmp_path / "jena.csv", 600)
+    out = tmp_path / "out"
+    code, _, _ = run_in_process(forecast_train.main, [
+        "--version", "b", "--csv", str(csv), "--epochs", "2", "--quiet",
+        "--out-dir", str(out)], capsys)
+    shipped = out / "forecast_b.tflite.zlib"
+    tflite = zlib.decompress(shipped.read_bytes())
+    stored = tmp_path / "stored.tflite.zlib"      # level 0: valid zlib, not compressed
+    stored.write_bytes(zlib.compress(tflite, 0))
+    assert os.path.getsize(stored) > 1700 > os.path.getsize(shipped)
+    code, out_text, _ = run_in_process(forecast_train.main, [
+        "--version", "b", "--csv", str(csv), "--evaluate", str(stored)], capsys)
+    assert code == 3 and f"zlib_bytes < 1700  {os.path.getsize(stored)}" in out_text
+    raw = tmp_path / "raw.tflite"                 # a raw file: judged on what would ship
+    raw.write_bytes(tflite)
+    _, out_text, _ = run_in_process(forecast_train.main, [
+        "--version", "b", "--csv", str(csv), "--evaluate", str(raw)], capsys)
+    assert f"zlib_bytes < 1700  {os.path.getsize(shipped)}" in out_text
+    assert f"raw .tflite ({len(tflite)} B)" in out_text
+
+
+def rewrite_list(split_dir, split, edit):
+    path = split_dir / f"kws_{split}_split.txt"
+    path.write_text("\n".join(edit(path.read_text().split())) + "\n")
+
+
+@pytest.fixture
+def trained_kws(tmp_path, speech_dir, capsys):
+    out = tmp_path / "out"
+    run_in_process(kws_train.main, ["--version", "b", *kws_args(speech_dir, out, *FAST_KWS)],
+                   capsys)
+    return out / "kws_b.tflite.zlib", json.loads((out / "kws_b.json").read_text())
+
+
+def evaluate_kws(model, speech_dir, capsys):
+    return run_in_process(kws_train.main, [
+        "--version", "b", "--evaluate", str(model), "--data-dir", str(speech_dir),
+        "--split-dir", str(speech_dir), "--no-download", "--latency-runs", "1",
+        "--latency-pause", "0"], capsys)
+
+
+def test_kws_evaluate_takes_the_label_order_from_the_model(trained_kws, speech_dir,
+                                                           capsys):
+    model, report = trained_kws
+    assert tflite_file.read_labels(zlib.decompress(model.read_bytes()), "m") \
+        == report["labels"]
+    # the training list plays no part: a stray label there changes nothing
+    stray = speech_dir / "mini_speech_commands" / "yse"
+    shutil.copytree(speech_dir / "mini_speech_commands" / "yes", stray)
+    rewrite_list(speech_dir, "train", lambda lines: lines + [
+        f"./data/mini_speech_commands/yse/{name}" for name in os.listdir(stray)])
+    code, out, _ = evaluate_kws(model, speech_dir, capsys)
+    assert f"{report['metrics']['correct']}/8" in out
+    # a test list that lacks a word, or has one the model does not know
+    rewrite_list(speech_dir, "test", lambda lines: [l for l in lines if "/yes/" not in l])
+    code, _, err = evaluate_kws(model, speech_dir, capsys)
+    assert_bad_input(code, err, "no clip of yes")
+    rewrite_list(speech_dir, "test", lambda lines: lines + [
+        f"./data/mini_speech_commands/yse/{os.listdir(stray)[0]}",
+        f"./data/mini_speech_commands/yes/{os.listdir(stray)[0]}"])
+    code, _, err = evaluate_kws(model, speech_dir, capsys)
+    assert_bad_input(code, err, "label yse that the model lacks")
+
+
+def test_kws_evaluate_needs_labels_matching_the_outputs(trained_kws, speech_dir, capsys,
+                                                        tmp_path):
+    model, report = trained_kws
+    tflite = zlib.decompress(model.read_bytes())
+    unlabelled = tmp_path / "unlabelled.tflite"
+    unlabelled.write_bytes(optimize.slim(tflite))  # slim drops the metadata
+    code, _, err = evaluate_kws(unlabelled, speech_dir, capsys)
+    assert_bad_input(code, err, "records no label order")
+    seven = tmp_path / "seven.tflite"
+    seven.write_bytes(tflite_file.with_labels(tflite, report["labels"][:7]))
+    rewrite_list(speech_dir, "test", lambda lines: [l for l in lines if "/yes/" not in l])
+    code, _, err = evaluate_kws(seven, speech_dir, capsys)
+    assert_bad_input(code, err, "8 outputs but records 7 labels")
+
+
+@pytest.mark.parametrize("case", ["misspelt", "missing"])
+def test_training_needs_one_label_set_in_every_split(tmp_path, speech_dir, capsys, case):
+    folder = speech_dir / "mini_speech_commands"
+    if case == "misspelt":
+        shutil.copytree(folder / "yes", folder / "yse")
+        rewrite_list(speech_dir, "train", lambda lines: [
+            l.replace("/yes/", "/yse/") if l.endswith("clip0_nohash_0.wav") else l
+            for l in lines])
+        fragment = "kws_val_split.txt has no clip of yse"
+    else:
+        rewrite_list(speech_dir, "train", lambda lines: [l for l in lines if "/up/" not in l])
+        fragment = "kws_val_split.txt has label up that the training list"
+    out = tmp_path / "out"
+    code, _, err = run_in_process(kws_train.main, [
+        "--version", "b", *kws_args(speech_dir, out, *FAST_KWS)], capsys)
+    assert_bad_input(code, err, fragment, out)
+
+
+def test_a_failed_write_leaves_the_previous_result(tmp_path, capsys):
+    csv = write_jena_csv(tmp_path / "jena.csv", 600)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "forecast_b.tflite.zlib").write_bytes(b"previous model")
+    (out / "forecast_b.json").mkdir()  # a folder where the JSON must go
+    code, _, err = run_in_process(forecast_train.main, [
+        "--version", "b", "--csv", str(csv), "--epochs", "1", "--quiet",
+        "--out-dir", str(out)], capsys)
+    assert_bad_input(code, err, "nothing was written")
+    assert (out / "forecast_b.tflite.zlib").read_bytes() == b"previous model"
+    assert sorted(os.listdir(out)) == ["forecast_b.json", "forecast_b.tflite.zlib"]
+
+
+def test_publish_rolls_back_when_interrupted_halfway(tmp_path, monkeypatch):
+    (tmp_path / "m.bin").write_bytes(b"old model")
+    real_replace, calls = os.replace, []
+
+    def replace_then_fail(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the model is in place; the JSON's move fails
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", replace_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        artifacts.publish(str(tmp_path), {"m.bin": b"new model", "m.json": b"{}"})
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert (tmp_path / "m.bin").read_bytes() == b"old model"
+    assert sorted(os.listdir(tmp_path)) == ["m.bin"]
+    with pytest.raises(UserError, match="nothing was written"):
+        artifacts.publish(str(tmp_path / "m.bin" / "sub"), {"x": b"1"})
+
+
+def test_output_folder_is_created_only_when_there_is_something_to_write(tmp_path):
+    target = tmp_path / "a" / "b"
+    artifacts.check_output_dir(str(target))
+    assert not os.path.exists(tmp_path / "a")
+    artifacts.publish(str(target), {"x": b"1"})
+    assert (target / "x").read_bytes() == b"1"
+
+
+def test_sigterm_stops_a_run_with_one_line(tmp_path):
+    csv = write_jena_csv(tmp_path / "jena.csv", 3000)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "forecast_train.py"), "--version", "b",
+         "--csv", str(csv), "--epochs", "500", "--out-dir", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if "Epoch" in line or "/500" in line:  # training has started
+            break
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143
+    assert err.strip().splitlines() == ["error: terminated; nothing was written"]
+    assert not out.exists()
+
+
+# --- the committed models are what their JSONs say ---------------------------------
+
+SHIPPED = sorted(name[:-len(".json")] for name in os.listdir(MODELS)
+                 if name.endswith(".json"))
+SCRIPTS = {"forecast": forecast_train, "kws": kws_train}
+
+
+@pytest.mark.parametrize("stem", SHIPPED)
+def test_committed_model_matches_its_json(stem):
+    from common.runtime import Runner
+    report = json.loads(open(os.path.join(MODELS, f"{stem}.json")).read())
+    path = os.path.join(MODELS, f"{stem}.tflite.zlib")
+    tflite = zlib.decompress(open(path, "rb").read())
+    metrics = report["metrics"]
+    assert os.path.getsize(path) == metrics["zlib_bytes"]
+    assert len(tflite) == metrics["tflite_bytes"]
+    recipe = SCRIPTS[report["task"]].RECIPES[report["version"]]
+    # the shipped file was made by the recipe the script ships today
+    assert report["recipe"] == json.loads(json.dumps(dataclasses.asdict(recipe)))
+    assert optimize.weight_types(tflite) == report["weight_types"]
+    runner = Runner(tflite)
+    io_type = {"float": np.float32, "int8": np.int8}[recipe.quantization]
+    assert runner.input["dtype"] == io_type and runner.output["dtype"] == io_type
+    if report["task"] == "kws":
+        assert tuple(runner.input_shape) == (1, *recipe.features.shape)
+        assert tflite_file.read_labels(tflite, path) == report["labels"]
+        assert tuple(runner.output["shape"]) == (1, len(report["labels"]))
+    else:
+        assert tuple(runner.input_shape) == (1, 12)
+        assert tuple(runner.output["shape"]) == (1, 12)
+    assert report["budget_holds"] and all(v["ok"] for v in report["budget"])
