@@ -129,7 +129,7 @@ SEARCH_SPACE = pipeline.SearchSpace(
 
 class Forecast(pipeline.Task):
     name = "forecast"
-    description = __doc__.split("\n\n")[0].replace("\n", " ")
+    description = __doc__.split("\n\n")[0]
     recipes = RECIPES
     epilog = EPILOG
     header = ["model", "T MAE degC", "RH MAE %", ".tflite B", ".tflite.zlib B"]

@@ -193,7 +193,7 @@ SEARCH_SPACE = pipeline.SearchSpace(
 
 class KeywordSpotting(pipeline.Task):
     name = "kws"
-    description = __doc__.split("\n\n")[0].replace("\n", " ")
+    description = __doc__.split("\n\n")[0]
     recipes = RECIPES
     epilog = EPILOG
     header = ["model", "accuracy", "correct", ".tflite B", ".tflite.zlib B",
