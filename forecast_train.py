@@ -62,11 +62,7 @@ RECIPES = {
                         max_t_mae=0.6, max_rh_mae=1.9, max_zlib_bytes=1700),
 }
 
-EPILOG = """\
-exit status: 0 the model meets its budget; 2 bad input; 3 written but over budget;
-130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
-
-examples:
+EXAMPLES = """\
   python forecast_train.py --version a
   python forecast_train.py --version b --csv ~/jena_climate_2009_2016.csv --seed 1
   python forecast_train.py --version a --evaluate models/forecast_a.tflite.zlib
@@ -131,7 +127,7 @@ class Forecast(pipeline.Task):
     name = "forecast"
     description = __doc__.split("\n\n")[0]
     recipes = RECIPES
-    epilog = EPILOG
+    examples = EXAMPLES
     header = ["model", "T MAE degC", "RH MAE %", ".tflite B", ".tflite.zlib B"]
     search_space = SEARCH_SPACE
 

@@ -71,11 +71,7 @@ RECIPES = {
                    max_total_ms=40.0),
 }
 
-EPILOG = """\
-exit status: 0 the model meets its budget; 2 bad input; 3 written but over budget;
-130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
-
-examples:
+EXAMPLES = """\
   python kws_train.py --version c
   python kws_train.py --version a --data-dir /datasets --seed 1
   python kws_train.py --version c --evaluate models/kws_c.tflite.zlib
@@ -195,7 +191,7 @@ class KeywordSpotting(pipeline.Task):
     name = "kws"
     description = __doc__.split("\n\n")[0]
     recipes = RECIPES
-    epilog = EPILOG
+    examples = EXAMPLES
     header = ["model", "accuracy", "correct", ".tflite B", ".tflite.zlib B",
               "inference ms", "total ms"]
     search_space = SEARCH_SPACE

@@ -52,9 +52,16 @@ sparsity_fraction = _number(float, low=0.0, high=1.0, high_open=True)
 RECIPE_KNOBS = ("epochs", "alpha", "sparsity")  # recipe fields the command line can set
 
 
-def base_parser(description, recipes, epilog=""):
+EXIT_STATUS_HELP = """\
+exit status: 0 the model meets its budget; 2 bad input; 3 written but over budget;
+130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
+"""
+
+
+def base_parser(description, recipes, examples=""):
     """The parser both scripts share; each script adds its own flags after."""
-    parser = Parser(description=description, epilog=epilog,
+    parser = Parser(description=description,
+                    epilog=EXIT_STATUS_HELP + (f"\nexamples:\n{examples}" if examples else ""),
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", required=True, choices=sorted(recipes),
                         help="which recipe and budget to build (see the README's table)")

@@ -24,11 +24,12 @@ class Task:
     """What a script supplies to the pipeline. Attributes:
 
     ``name`` ("forecast", "kws": the artifacts are ``<name>_<version>.*``),
-    ``description`` (the first line of --help), ``recipes`` ({version: recipe}; a
-    recipe is a frozen dataclass with ``limits()``), ``epilog``, ``header`` (the
+    ``description`` (the top of --help), ``recipes`` ({version: recipe}; a recipe is
+    a frozen dataclass with ``limits()``), ``examples`` (command lines for --help),
+    ``header`` (the
     summary table's columns), ``search_space`` (a ``search.SearchSpace`` or None).
     """
-    name = description = epilog = ""
+    name = description = examples = ""
     recipes = {}
     header = []
     search_space = None
@@ -77,7 +78,7 @@ class Task:
 
 
 def parse_args(task, argv):
-    parser = cli.base_parser(task.description, task.recipes, task.epilog)
+    parser = cli.base_parser(task.description, task.recipes, task.examples)
     task.add_arguments(parser)
     search.add_arguments(parser)
     args = parser.parse_args(argv)
