@@ -27,6 +27,30 @@ def set_quiet(quiet):
     _quiet = quiet
 
 
+class Captured:
+    """What native code wrote to a file descriptor inside ``captured_fd``."""
+    text = ""
+
+
+@contextlib.contextmanager
+def captured_fd(fd):
+    """Send file descriptor ``fd`` (1 or 2) to a temp file inside the block; the
+    yielded ``Captured`` holds the text afterwards, also when the block raises.
+    For C++ code that prints with printf/stderr, which Python's redirects miss."""
+    result = Captured()
+    (sys.stdout if fd == 1 else sys.stderr).flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield result
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            result.text = sink.read().decode(errors="replace")
+
+
 @contextlib.contextmanager
 def native_stderr_hidden(replay_on_error=True):
     """In quiet mode, capture what native code writes to file descriptor 2 inside the
@@ -41,21 +65,13 @@ def native_stderr_hidden(replay_on_error=True):
     if not _quiet:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
+    try:
+        with captured_fd(2) as captured:
             yield
-        except BaseException:
-            if replay_on_error:
-                os.dup2(saved, 2)
-                captured.seek(0)
-                sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    except BaseException:
+        if replay_on_error:
+            sys.stderr.write(captured.text)
+        raise
 
 
 def import_tensorflow():
