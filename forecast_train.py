@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from common import artifacts, jena, pipeline
-from common.budget import Limit
+from common.budget import Limit, device_limits
 from common.cli import run_main
-from common.errors import UserError
 
 # How far beyond the training data's range the integer models' calibration reaches,
 # in training standard deviations: the test period can be colder or more humid than
@@ -41,10 +40,12 @@ class ForecastRecipe:
     max_zlib_bytes: int
     prune_epochs: tuple = (5, 15)
     mantissa_bits: int = 23     # float weights rounded to this many mantissa bits
+    max_flash_bytes: int = None  # raw .tflite bytes (optional device budget)
+    max_arena_bytes: int = None  # TFLM tensor arena bytes (optional device budget)
 
     def limits(self):
         return (Limit("t_mae", self.max_t_mae), Limit("rh_mae", self.max_rh_mae),
-                Limit("zlib_bytes", self.max_zlib_bytes))
+                Limit("zlib_bytes", self.max_zlib_bytes)) + device_limits(self)
 
 
 RECIPES = {
@@ -169,15 +170,16 @@ class Forecast(pipeline.Task):
                                         calibration_samples(flat(data.train)[0]))
         return model, tflite_bytes, fit_info
 
-    def measure(self, tflite_bytes, data, recipe, split, args):
-        """T and RH MAE of the .tflite on every window of ``split``."""
-        from common.runtime import Runner
-        x, y = flat(getattr(data, split))
-        runner = Runner(tflite_bytes)
-        if int(np.prod(runner.input_shape)) != x.shape[1]:
-            raise UserError(f"the model takes input {list(runner.input_shape)}, "
-                            f"not a flat window of {x.shape[1]} values")
-        t_mae, rh_mae = jena.mae_per_variable(runner.predict(x), y)
+    def inputs(self, data, recipe, split):
+        return flat(getattr(data, split))
+
+    def output_names(self, data):
+        return [f"step {step + 1} {column}" for step in range(jena.LABEL_STEPS)
+                for column in jena.COLUMNS]
+
+    def score(self, outputs, y, data):
+        """T and RH MAE over every window and step."""
+        t_mae, rh_mae = jena.mae_per_variable(outputs, y)
         return {"t_mae": round(float(t_mae), 4), "rh_mae": round(float(rh_mae), 4)}, {}
 
     def baselines(self, recipe, data, args):
@@ -186,7 +188,7 @@ class Forecast(pipeline.Task):
         float_recipe = dataclasses.replace(recipe, sparsity=0.0, mantissa_bits=23,
                                            quantization="float")
         _, tflite_bytes, _ = self.train(float_recipe, data, args.seed, not args.quiet)
-        metrics, _ = self.measure(tflite_bytes, data, float_recipe, "test", args)
+        metrics, _ = pipeline.measure(self, tflite_bytes, data, float_recipe, "test", args)
         metrics.update(tflite_bytes=len(tflite_bytes),
                        zlib_bytes=len(artifacts.compress(tflite_bytes)))
         return [("float_unpruned", "float, unpruned", metrics)]

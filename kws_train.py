@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common import artifacts, audio, cli, pipeline, speech
-from common.budget import Limit
+from common.budget import Limit, device_limits
 from common.errors import UserError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -47,8 +47,13 @@ class KwsRecipe:
     prune_epochs: tuple = (5, 25)
     augmentation: speech.Augmentation = speech.Augmentation(copies=2)
     quantization: str = "int8"
+    first_stride: tuple = None       # None: (2, 1) for MFCC, (2, 2) for STFT (SPEC.md)
+    max_flash_bytes: int = None      # raw .tflite bytes (optional device budget)
+    max_arena_bytes: int = None      # TFLM tensor arena bytes (optional device budget)
 
     def first_strides(self):
+        if self.first_stride is not None:
+            return tuple(self.first_stride)
         return (2, 1) if self.features.kind == "mfcc" else (2, 2)
 
     def limits(self):
@@ -58,7 +63,7 @@ class KwsRecipe:
             limits.append(Limit("inference_ms", self.max_inference_ms))
         if self.max_total_ms is not None:
             limits.append(Limit("total_ms", self.max_total_ms))
-        return tuple(limits)
+        return tuple(limits) + device_limits(self)
 
 
 RECIPES = {
@@ -125,25 +130,6 @@ def latency(tflite_bytes, config, runs, pause, seed):
             for name, threads in (("1_thread", BUDGET_THREADS), ("default_threads", None))}
 
 
-def classify(tflite_bytes, split, labels):
-    """Accuracy of the .tflite on one split's features, and its confusion matrix."""
-    from common.runtime import Runner
-    x, y = split
-    runner = Runner(tflite_bytes)
-    if tuple(runner.input_shape[1:]) != tuple(x.shape[1:]):
-        raise UserError(f"the model takes input {list(runner.input_shape)}, "
-                        f"but the version's features are {list(x.shape[1:])}")
-    outputs = int(np.prod(runner.output["shape"]))
-    if outputs != len(labels):
-        raise UserError(f"the model has {outputs} outputs but records "
-                        f"{len(labels)} labels")
-    predicted = runner.predict(x).argmax(axis=1)
-    confusion = np.zeros((len(labels), len(labels)), np.int64)
-    np.add.at(confusion, (y, predicted), 1)
-    return {"accuracy": round(float((predicted == y).mean()), 4),
-            "correct": int((predicted == y).sum()), "clips": len(y)}, confusion
-
-
 def search_knobs(trial, base):
     """Features (MFCC or a square-resized STFT, 8 or 16 kHz) and learning rate."""
     rate = trial.suggest_categorical("sample_rate", [8000, 16000])
@@ -189,6 +175,7 @@ SEARCH_SPACE = pipeline.SearchSpace(
 
 class KeywordSpotting(pipeline.Task):
     name = "kws"
+    classifier = True
     description = __doc__.split("\n\n")[0]
     recipes = RECIPES
     examples = EXAMPLES
@@ -248,17 +235,32 @@ class KeywordSpotting(pipeline.Task):
         from common import tflite_file
         return tflite_file.with_labels(tflite_bytes, data.labels)
 
-    def measure(self, tflite_bytes, data, recipe, split, args):
-        """Accuracy on ``split`` and latency of the .tflite."""
-        features = data.data(recipe, args.seed)
-        metrics, confusion = classify(tflite_bytes, getattr(features, split), data.labels)
+    def inputs(self, data, recipe, split):
+        return getattr(data.data(recipe, data.args.seed), split)
+
+    def output_names(self, data):
+        return data.labels
+
+    def score(self, outputs, y, data):
+        """Accuracy and the confusion matrix, outputs read in the label order."""
+        if outputs.shape[1] != len(data.labels):
+            raise UserError(f"the model has {outputs.shape[1]} outputs but records "
+                            f"{len(data.labels)} labels")
+        predicted = outputs.argmax(axis=1)
+        confusion = np.zeros((len(data.labels),) * 2, np.int64)
+        np.add.at(confusion, (y, predicted), 1)
+        return ({"accuracy": round(float((predicted == y).mean()), 4),
+                 "correct": int((predicted == y).sum()), "clips": len(y)},
+                {"confusion": confusion.tolist()})
+
+    def measure_speed(self, tflite_bytes, recipe, args):
+        """Latency of the deployed path, 1 thread (the budget's) and the default."""
+        from common.runtime import host_description
         lat = latency(tflite_bytes, recipe.features, args.latency_runs,
                       args.latency_pause, args.seed)
-        from common.runtime import host_description
-        metrics.update(inference_ms=lat["1_thread"]["inference"]["mean_ms"],
-                       total_ms=lat["1_thread"]["total"]["mean_ms"])
-        return metrics, {"latency": lat, "host": host_description(),
-                         "confusion": confusion.tolist()}
+        return ({"inference_ms": lat["1_thread"]["inference"]["mean_ms"],
+                 "total_ms": lat["1_thread"]["total"]["mean_ms"]},
+                {"latency": lat, "host": host_description()})
 
     def search_args(self, args):
         return argparse.Namespace(**{**vars(args), "latency_runs": SEARCH_LATENCY_RUNS,

@@ -12,6 +12,7 @@ converted or run, so ``--help`` and every bad-input error answer fast.
 """
 import os
 import contextlib
+import ctypes
 import sys
 import tempfile
 
@@ -32,6 +33,15 @@ class Captured:
     text = ""
 
 
+def _flush_c_stdio():
+    """Flush C's stdio buffers: printf output to a file is block-buffered, and would
+    otherwise surface after the descriptor is restored."""
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # pragma: no cover - no C library to ask
+        pass
+
+
 @contextlib.contextmanager
 def captured_fd(fd):
     """Send file descriptor ``fd`` (1 or 2) to a temp file inside the block; the
@@ -45,6 +55,8 @@ def captured_fd(fd):
         try:
             yield result
         finally:
+            (sys.stdout if fd == 1 else sys.stderr).flush()
+            _flush_c_stdio()
             os.dup2(saved, fd)
             os.close(saved)
             sink.seek(0)

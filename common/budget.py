@@ -16,6 +16,17 @@ class Limit:
         return f"{self.metric} {'<' if self.below else '>'} {self.value:g}"
 
 
+# Device budgets a recipe may set: (metric, recipe field). Flash is the raw .tflite a
+# device stores; the arena is the RAM TensorFlow Lite Micro needs (common.micro).
+DEVICE_LIMITS = (("tflite_bytes", "max_flash_bytes"), ("arena_bytes", "max_arena_bytes"))
+
+
+def device_limits(recipe):
+    """The flash and arena limits ``recipe`` sets (None means no limit)."""
+    return tuple(Limit(metric, getattr(recipe, field)) for metric, field in DEVICE_LIMITS
+                 if getattr(recipe, field) is not None)
+
+
 def check_budget(limits, metrics):
     """Return one verdict dict per limit (never stopping at the first failure).
 

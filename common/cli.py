@@ -49,7 +49,9 @@ width_multiplier = _number(float, low=0.0, high=4.0, low_open=True)
 sparsity_fraction = _number(float, low=0.0, high=1.0, high_open=True)
 
 
-RECIPE_KNOBS = ("epochs", "alpha", "sparsity")  # recipe fields the command line can set
+# recipe fields the command line can set: the search's knobs, and the device budgets
+RECIPE_KNOBS = ("epochs", "alpha", "sparsity")
+BUDGET_OVERRIDES = ("max_flash_bytes", "max_arena_bytes")
 
 
 EXIT_STATUS_HELP = """\
@@ -89,6 +91,22 @@ def base_parser(description, recipes, examples=""):
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     parser.add_argument("--verbose", action="store_true",
                         help="also show TensorFlow's own start-up logs and warnings")
+    device = parser.add_argument_group(
+        "microcontroller checks (need requirements-micro.txt)")
+    device.add_argument("--micro", action=argparse.BooleanOptionalAction,
+                        help="also run the .tflite in TensorFlow Lite Micro: accuracy or "
+                             "MAE under TFLM, agreement with the desktop interpreter, "
+                             "tensor arena, ops (default: on when tflite-micro is "
+                             "installed)")
+    device.add_argument("--max-flash-bytes", type=positive_int, metavar="B",
+                        help="add a budget on the raw .tflite (flash) bytes")
+    device.add_argument("--max-arena-bytes", type=positive_int, metavar="B",
+                        help="add a budget on TFLM's tensor arena bytes (with --search: "
+                             "find the best model that fits a microcontroller's RAM)")
+    device.add_argument("--export-c", action="store_true",
+                        help="also write OUT_DIR/<model>_model_data.{h,cc}: the model as "
+                             "a C array for a TFLM firmware, with its arena size, input "
+                             "quantization and output names")
     return parser
 
 

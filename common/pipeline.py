@@ -5,7 +5,7 @@ write nothing) and ``--search`` (hand the version to the model search).
 
 A script supplies a ``Task``: its recipe table and the steps that are truly its own
 (data, model, metrics, printout). Nothing here imports TensorFlow: the task's
-``train``, ``measure`` and ``finish_model`` do, after ``common.import_tensorflow``
+``train`` and ``finish_model`` do, and so does measuring, after ``common.import_tensorflow``
 has loaded it quietly.
 """
 import dataclasses
@@ -17,7 +17,7 @@ import time
 import common
 from common import artifacts, cli, search
 from common.budget import budget_holds, check_budget
-from common.errors import EXIT_BUDGET_MISSED, EXIT_OK
+from common.errors import EXIT_BUDGET_MISSED, EXIT_OK, UserError
 
 
 class Task:
@@ -30,6 +30,7 @@ class Task:
     summary table's columns), ``search_space`` (a ``search.SearchSpace`` or None).
     """
     name = description = examples = ""
+    classifier = False
     recipes = {}
     header = []
     search_space = None
@@ -46,10 +47,22 @@ class Task:
         """``(model, tflite_bytes, fit_info)``: train, optimize and convert."""
         raise NotImplementedError
 
-    def measure(self, tflite_bytes, data, recipe, split, args):
-        """``(metrics, details)`` of the .tflite on ``split``: figures for the budget
-        (sizes excepted: the pipeline adds them), details for the JSON."""
+    def inputs(self, data, recipe, split):
+        """``(x, y)`` of ``split``: float model inputs, one per sample, and targets."""
         raise NotImplementedError
+
+    def score(self, outputs, y, data):
+        """``(metrics, details)`` of the float ``outputs`` against the targets ``y``:
+        the task's figures (accuracy, MAE), and details for the JSON."""
+        raise NotImplementedError
+
+    def output_names(self, data):
+        """What each output value means (for the C export)."""
+        raise NotImplementedError
+
+    def measure_speed(self, tflite_bytes, recipe, args):
+        """``(metrics, details)`` of timing the .tflite (default: not timed)."""
+        return {}, {}
 
     def finish_model(self, tflite_bytes, data, recipe):
         """The bytes to ship (e.g. with metadata added): inference unchanged."""
@@ -90,15 +103,33 @@ def parse_args(task, argv):
 
 def resolve_recipe(recipes, args):
     """The version's recipe with the command line's --epochs/--alpha/--sparsity applied."""
-    overrides = {name: getattr(args, name) for name in cli.RECIPE_KNOBS
+    overrides = {name: getattr(args, name)
+                 for name in cli.RECIPE_KNOBS + cli.BUDGET_OVERRIDES
                  if getattr(args, name) is not None}
     return dataclasses.replace(recipes[args.version], **overrides)
+
+
+def resolve_micro(args, recipe):
+    """Whether to run the TFLM checks: as asked, else when tflite-micro is installed.
+    They are needed for an arena budget and for --export-c (the arena size)."""
+    from common import micro
+    needed = [why for why, yes in (("the arena budget", recipe.max_arena_bytes),
+                                   ("--export-c", args.export_c)) if yes]
+    if args.micro is None:
+        args.micro = micro.available() or bool(needed)
+    if needed and not args.micro:
+        raise UserError(f"{' and '.join(needed)} need{'s' if len(needed) == 1 else ''} "
+                        "the TFLM checks: drop --no-micro")
+    if args.micro and not micro.available():
+        raise UserError(f"{'--micro' if not needed else ' and '.join(needed)} needs "
+                        f"TensorFlow Lite Micro: {micro.INSTALL_HINT}")
 
 
 def main(task, argv=None):
     """The whole command: returns the exit code (UserErrors propagate to run_main)."""
     args = parse_args(task, argv)
     recipe = resolve_recipe(task.recipes, args)
+    resolve_micro(args, recipe)
     if args.evaluate:
         return evaluate(task, args, recipe)
     artifacts.check_output_dir(args.out_dir)
@@ -112,6 +143,39 @@ def main(task, argv=None):
     return train_and_ship(task, args, recipe, data, search_info)
 
 
+def measure(task, tflite_bytes, data, recipe, split, args):
+    """``(metrics, details)`` of the .tflite on ``split``: the task's figures from the
+    desktop interpreter (these judge the budget), its timing, and with ``args.micro``
+    the same figures under TensorFlow Lite Micro with the arena it used, the op list
+    and how often its outputs agree with the desktop interpreter's."""
+    from common.runtime import Runner
+    x, y = task.inputs(data, recipe, split)
+    runner = Runner(tflite_bytes)
+    if tuple(runner.input_shape[1:]) != tuple(x.shape[1:]):
+        raise UserError(f"the model takes input {list(runner.input_shape)}, but the "
+                        f"version's {split} inputs are {list(x.shape[1:])}")
+    outputs = runner.predict(x)
+    metrics, details = task.score(outputs, y, data)
+    details["io"] = {"input_shape": list(runner.input_shape),
+                     "input_quantization": [float(v) for v in runner.input["quantization"]],
+                     "output_quantization": [float(v) for v in
+                                             runner.output["quantization"]]}
+    speed, speed_details = task.measure_speed(tflite_bytes, recipe, args)
+    metrics.update(speed)
+    details.update(speed_details)
+    if getattr(args, "micro", False):
+        from common import micro
+        device = micro.MicroRunner(tflite_bytes)
+        micro_outputs = device.predict(x)
+        micro_metrics, _ = task.score(micro_outputs, y, data)
+        metrics.update({f"micro_{k}": v for k, v in micro_metrics.items()},
+                       arena_bytes=device.arena_bytes())
+        details["micro"] = {"ops": micro.op_names(tflite_bytes),
+                            "agreement": micro.agreement(outputs, micro_outputs,
+                                                         task.classifier)}
+    return metrics, details
+
+
 def train_and_ship(task, args, recipe, data, search_info=None):
     start = time.time()
     common.import_tensorflow()
@@ -123,7 +187,7 @@ def train_and_ship(task, args, recipe, data, search_info=None):
     model, tflite_bytes, fit_info = task.train(recipe, data, args.seed, not args.quiet)
     tflite_bytes = task.finish_model(tflite_bytes, data, recipe)
     train_seconds = round(time.time() - start, 1)
-    metrics, details = task.measure(tflite_bytes, data, recipe, "test", args)
+    metrics, details = measure(task, tflite_bytes, data, recipe, "test", args)
     compressed = artifacts.compress(tflite_bytes)
     metrics.update(tflite_bytes=len(tflite_bytes), zlib_bytes=len(compressed),
                    train_seconds=train_seconds)
@@ -141,31 +205,69 @@ def train_and_ship(task, args, recipe, data, search_info=None):
         "libraries": artifacts.library_versions(),
     }
     stem = f"{task.name}_{args.version}"
-    artifacts.publish(args.out_dir, {f"{stem}.tflite.zlib": compressed,
-                                     f"{stem}.json": artifacts.json_bytes(results)})
+    files = {f"{stem}.tflite.zlib": compressed, f"{stem}.json": artifacts.json_bytes(results),
+             **c_files(task, args, stem, tflite_bytes, metrics, details, data)}
+    artifacts.publish(args.out_dir, files)
     rows.append(task.row(f"shipped ({recipe.quantization}"
                          f"{', pruned' if recipe.sparsity else ''})", metrics))
     return report(f"{task.name} {args.version}: test split, measured on the .tflite",
                   task.header, rows, verdicts,
-                  task.summary_lines(details, data)
-                  + [f"wrote {os.path.join(args.out_dir, stem)}.tflite.zlib and .json; "
+                  task.summary_lines(details, data) + micro_lines(metrics, details)
+                  + [f"wrote {', '.join(os.path.join(args.out_dir, f) for f in files)}; "
                      f"training took {train_seconds} s"])
+
+
+def c_files(task, args, stem, tflite_bytes, metrics, details, data):
+    """The model as C source for a TFLM firmware when --export-c asks, else nothing."""
+    if not args.export_c:
+        return {}
+    from common import c_export
+    io = details["io"]
+    return c_export.c_source(stem, tflite_bytes, metrics["arena_bytes"], io["input_shape"],
+                             io["input_quantization"], io["output_quantization"],
+                             task.output_names(data))
+
+
+def micro_lines(metrics, details):
+    """The microcontroller figures, when TFLM ran: flash, arena, ops, agreement."""
+    if "micro" not in details:
+        return []
+    ops = details["micro"]["ops"]
+    counted = ", ".join(f"{op} x{ops.count(op)}" if ops.count(op) > 1 else op
+                        for op in dict.fromkeys(ops))
+    agree = details["micro"]["agreement"]
+    under = ", ".join(f"{k[len('micro_'):]} {v}" for k, v in metrics.items()
+                      if k.startswith("micro_"))
+    labels = (f", identical labels {agree['identical_labels']:.2%}"
+              if "identical_labels" in agree else "")
+    return ["", f"TensorFlow Lite Micro: flash {metrics['tflite_bytes']} B (the raw "
+                f".tflite), tensor arena {metrics['arena_bytes']} B; ops: {counted}",
+            f"  under TFLM: {under}; vs the desktop interpreter: identical outputs "
+            f"{agree['identical_outputs']:.2%}{labels}, largest difference "
+            f"{agree['max_abs_difference']:.3g}"]
 
 
 def evaluate(task, args, recipe):
     """Measure a given model file on the test split and judge it; write nothing."""
     model = artifacts.read_model(args.evaluate)
     data = task.load(args, recipe, evaluating=model)
-    metrics, details = task.measure(model.tflite_bytes, data, recipe, "test", args)
+    metrics, details = measure(task, model.tflite_bytes, data, recipe, "test", args)
     metrics.update(model.sizes())
     size_note = ("size verdict on the file's own bytes" if model.compressed else
                  f"raw .tflite ({metrics['tflite_bytes']} B): the size verdict is on "
                  f"its zlib size ({metrics['zlib_bytes']} B), the .tflite.zlib the "
                  "pipeline would ship")
+    stem = os.path.basename(args.evaluate).split(".")[0]
+    files = c_files(task, args, stem, model.tflite_bytes, metrics, details, data)
+    if files:
+        artifacts.check_output_dir(args.out_dir)
+        artifacts.publish(args.out_dir, files)
+        size_note += f"; wrote {', '.join(os.path.join(args.out_dir, f) for f in files)}"
     return report(f"{task.name} {args.version}: {args.evaluate} on the test split",
                   task.header, [task.row(os.path.basename(args.evaluate), metrics)],
                   check_budget(recipe.limits(), metrics),
-                  task.summary_lines(details, data) + [size_note])
+                  task.summary_lines(details, data) + micro_lines(metrics, details)
+                  + [size_note])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +317,7 @@ def search_task(task, args, recipe, data):
 
     def evaluate(trial_recipe, seed):
         _, tflite_bytes, _ = task.train(trial_recipe, data, seed, verbose=False)
-        metrics, _ = task.measure(tflite_bytes, data, trial_recipe, "val", measure_args)
+        metrics, _ = measure(task, tflite_bytes, data, trial_recipe, "val", measure_args)
         metrics.update(tflite_bytes=len(tflite_bytes),
                        zlib_bytes=len(artifacts.compress(tflite_bytes)))
         return metrics

@@ -22,6 +22,22 @@ def interpreter_class():
         return common.import_tensorflow().lite.Interpreter, "tf.lite"
 
 
+def quantize(x, dtype, scale, zero_point):
+    """Float values -> ``dtype``: unchanged for float32, else ``x / scale +
+    zero_point`` rounded and clipped to the integer range."""
+    if dtype == np.float32:
+        return np.asarray(x, np.float32)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize(y, scale, zero_point):
+    """A model's output -> float32 (``(y - zero_point) * scale`` for integer outputs)."""
+    if y.dtype == np.float32:
+        return y
+    return (y.astype(np.float32) - zero_point) * scale
+
+
 class Runner:
     """One interpreter, built once, that takes float inputs and returns float outputs.
 
@@ -45,20 +61,12 @@ class Runner:
 
     def quantize_input(self, x):
         """Float sample -> the model's input dtype (round and clip for integer inputs)."""
-        x = np.asarray(x, np.float32).reshape(self.input_shape)
-        dtype = self.input["dtype"]
-        if dtype == np.float32:
-            return x
-        scale, zero_point = self.input["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+        return quantize(np.asarray(x, np.float32).reshape(self.input_shape),
+                        self.input["dtype"], *self.input["quantization"])
 
     def read_output(self):
-        y = self.interpreter.get_tensor(self.output["index"])
-        if self.output["dtype"] == np.float32:
-            return y.astype(np.float32)
-        scale, zero_point = self.output["quantization"]
-        return (y.astype(np.float32) - zero_point) * scale
+        return dequantize(self.interpreter.get_tensor(self.output["index"]),
+                          *self.output["quantization"])
 
     def set_input(self, x):
         self.interpreter.set_tensor(self.input["index"], self.quantize_input(x))
