@@ -1,4 +1,6 @@
-"""Model builders (Keras 2 via tf_keras, as tfmot needs), one registry entry each."""
+"""Model builders (Keras 2 via tf_keras, as tfmot needs): ``mlp`` for forecasting,
+``ds_cnn`` for keyword spotting (the scripts call them directly), and
+``fold_persistence``."""
 import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import numpy as np

@@ -10,19 +10,28 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 QUANTIZATION_MODES = ("float", "int8", "int16x8")
 INITIAL_SPARSITY = 0.30
-PRUNED_LAYER_TYPES = (keras.layers.Dense, keras.layers.Conv2D)  # Conv2D covers depthwise
+# Layer types are matched exactly, as tfmot's registry does (a subclass of Dense is
+# not prunable there). tfmot prunes the kernel of these:
+PRUNED_LAYER_TYPES = (keras.layers.Dense, keras.layers.Conv2D)
+# tfmot's registry lists these with no prunable weight, so they stay dense:
+# DepthwiseConv2D's kernel (in tf_keras it is not a Conv2D subclass) and
+# BatchNormalization's per-channel vectors (folded into the conv by the converter).
+DENSE_LAYER_TYPES = (keras.layers.DepthwiseConv2D, keras.layers.BatchNormalization)
 
 
 def prune(model, final_sparsity, begin_step, end_step, frequency=100):
     """Wrap every prunable layer for magnitude pruning with the reference polynomial
     schedule (0.30 -> ``final_sparsity`` between ``begin_step`` and ``end_step``).
+    Returns ``(model, dense_layers)``: the names of the trainable layers whose kernel
+    (a weight of rank >= 2) stays dense, e.g. the DS-CNN's depthwise convolutions.
 
     Layers marked ``trainable=False`` (the forecaster's persistence skip) are left
     alone. Train the result with ``UpdatePruningStep`` in the callbacks; the weights
     are not sparse until the schedule ends, and the wrappers must be removed with
     ``strip`` before conversion. Masks are updated every ``frequency`` steps from
     ``begin_step``: make ``end_step - begin_step`` a multiple of it so the final
-    sparsity is applied.
+    sparsity is applied. A trainable layer with weights of any other type raises
+    ValueError instead of staying dense in silence.
     """
     if not 0 < final_sparsity < 1:
         raise ValueError(f"final sparsity must be in (0, 1), got {final_sparsity}")
@@ -32,13 +41,24 @@ def prune(model, final_sparsity, begin_step, end_step, frequency=100):
         initial_sparsity=min(INITIAL_SPARSITY, final_sparsity),
         final_sparsity=final_sparsity, begin_step=begin_step, end_step=end_step,
         frequency=max(1, frequency))
+    dense_layers = []
 
     def wrap(layer):
-        if layer.trainable and isinstance(layer, PRUNED_LAYER_TYPES):
+        if not layer.trainable or not layer.weights:
+            return layer
+        if type(layer) in PRUNED_LAYER_TYPES:
             return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
-        return layer
+        if type(layer) in DENSE_LAYER_TYPES:
+            if any(len(w.shape) >= 2 for w in layer.weights):
+                dense_layers.append(layer.name)
+            return layer
+        raise ValueError(
+            f"prune: layer {layer.name!r} of type {type(layer).__name__} has trainable "
+            "weights that optimize.PRUNED_LAYER_TYPES / DENSE_LAYER_TYPES do not cover; "
+            "add its type to one of them (tfmot raises ValueError for types its registry "
+            "lacks, subclasses included)")
 
-    return keras.models.clone_model(model, clone_function=wrap)
+    return keras.models.clone_model(model, clone_function=wrap), dense_layers
 
 
 def strip(model):
@@ -149,15 +169,38 @@ def round_mantissa(model, bits):
     return model
 
 
+TFLITE_TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}
+
+
 def weight_types(tflite_bytes):
     """The element types of the model's constant tensors of rank >= 2 (the weights),
     as dtype names: lets tests and reports check that weights really are int8."""
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite_bytes))
-    type_names = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}
     found = []
     for subgraph in model.subgraphs:
         for tensor in subgraph.tensors:
             data = model.buffers[tensor.buffer].data
             if data is not None and len(data) > 0 and len(tensor.shape) >= 2:
-                found.append(type_names.get(tensor.type, str(tensor.type)))
+                found.append(TFLITE_TYPES.get(tensor.type, str(tensor.type)))
+    return found
+
+
+def tflite_weight_sparsity(tflite_bytes):
+    """The fraction of zeros in each constant tensor of rank >= 2 (the weights) of a
+    .tflite, in tensor order: ``[{"shape": [...], "type": "int8", "zeros": 0.8}, ...]``.
+
+    Read from the shipped bytes, so it shows what pruning left after stripping,
+    folding and quantization (TFLite's int8 weights are symmetric: zero is 0).
+    """
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite_bytes))
+    found = []
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            data = model.buffers[tensor.buffer].data
+            type_name = TFLITE_TYPES.get(tensor.type)
+            if data is None or len(data) == 0 or len(tensor.shape) < 2 or not type_name:
+                continue
+            values = np.frombuffer(bytes(data), type_name)
+            found.append({"shape": [int(d) for d in tensor.shape], "type": type_name,
+                          "zeros": float((values == 0).mean())})
     return found

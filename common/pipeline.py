@@ -197,6 +197,7 @@ def train_and_ship(task, args, recipe, data, search_info=None):
         "task": task.name, "version": args.version, "seed": args.seed,
         "recipe": dataclasses.asdict(recipe), **task.describe(args, data, recipe),
         "sparsity": optimize.weight_sparsity(model),
+        "tflite_sparsity": optimize.tflite_weight_sparsity(tflite_bytes),
         "weight_types": optimize.weight_types(tflite_bytes),
         "fit": fit_info, **results, "search": search_info, **details,
         "metrics": metrics, "budget": verdicts, "budget_holds": budget_holds(verdicts),

@@ -57,16 +57,19 @@ def fit(model, train, val, *, epochs, batch_size, lr_schedule, loss, optimizer,
 
     ``train`` and ``val`` are ``(x, y)`` arrays. Pruning runs from ``prune_epochs[0]``
     to ``prune_epochs[1]`` (clipped to the run's length); the best validation epoch is
-    chosen after it.
+    chosen after it. ``info``: the kept epoch (1-based) and its validation loss, the
+    validation loss of every epoch, and ``dense_layers``, the trainable layers whose
+    kernel pruning left dense (None without pruning).
     """
     steps_per_epoch = math.ceil(len(train[0]) / batch_size)
     callbacks = [keras.callbacks.LearningRateScheduler(lr_schedule)]
-    first_epoch = 0
+    first_epoch, dense_layers = 0, None
     if sparsity > 0:
         end = max(1, min(prune_epochs[1], epochs - 1))
         begin = min(prune_epochs[0], end - 1)
-        model = optimize.prune(model, sparsity, begin * steps_per_epoch,
-                               end * steps_per_epoch, frequency=steps_per_epoch)
+        model, dense_layers = optimize.prune(model, sparsity, begin * steps_per_epoch,
+                                             end * steps_per_epoch,
+                                             frequency=steps_per_epoch)
         callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
         first_epoch = min(end, epochs - 1)
     best = BestOnValidation(first_epoch=first_epoch)
@@ -77,5 +80,7 @@ def fit(model, train, val, *, epochs, batch_size, lr_schedule, loss, optimizer,
                         validation_data=val)
     info = {"best_epoch": None if best.best_epoch is None else best.best_epoch + 1,
             "best_val_loss": None if best.best_epoch is None else float(best.best),
-            "epochs_run": len(history.history.get("loss", []))}
+            "epochs_run": len(history.history.get("loss", [])),
+            "val_loss": [float(v) for v in history.history.get("val_loss", [])],
+            "dense_layers": dense_layers}
     return optimize.strip(model), info

@@ -31,7 +31,20 @@ def test_pruning_reaches_target_sparsity(sparsity):
     for value in reached.values():
         assert value == pytest.approx(sparsity, abs=0.01)
     assert info["best_epoch"] >= 3  # chosen only after pruning finished
+    assert info["dense_layers"] == []  # every trainable kernel was pruned
     assert not any("prune" in layer.name for layer in model.layers)  # stripped
+
+
+def test_tflite_weight_sparsity_reads_the_shipped_weights():
+    model = models.mlp(0.3, 1, NORMALIZER)
+    kernel, bias = model.get_layer("hidden1").get_weights()  # [12 inputs, 38 units]
+    kernel[:3] = 0.0
+    model.get_layer("hidden1").set_weights([kernel, bias])
+    tensors = optimize.tflite_weight_sparsity(optimize.convert(model, "float"))
+    by_shape = {tuple(t["shape"]): t["zeros"] for t in tensors}
+    assert by_shape[(38, 12)] == pytest.approx(0.25)  # TFLite stores [units, inputs]
+    assert by_shape[(12, 38)] == 1.0  # the head starts at zero
+    assert all(t["type"] == "float32" for t in tensors)
 
 
 def test_step_schedule():
@@ -91,14 +104,15 @@ def test_zlib_file_round_trips_and_corrupt_file_is_rejected(tmp_path):
     tflite = optimize.convert(models.mlp(0.1, 1, NORMALIZER), "float")
     compressed = artifacts.compress(tflite)
     assert zlib.decompress(compressed) == tflite
-    path = artifacts.write_model_and_results(str(tmp_path), "m", compressed, {"x": 1})
-    assert artifacts.load_tflite_bytes(path) == tflite
+    path, _ = artifacts.publish(str(tmp_path), {"m.tflite.zlib": compressed,
+                                                "m.json": artifacts.json_bytes({"x": 1})})
+    assert artifacts.read_model(path).tflite_bytes == tflite
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.tflite.zlib"]
     bad = tmp_path / "bad.tflite.zlib"
     bad.write_bytes(compressed[: len(compressed) // 2])
     with pytest.raises(UserError, match="not a valid zlib"):
-        artifacts.load_tflite_bytes(str(bad))
+        artifacts.read_model(str(bad))
     not_tflite = tmp_path / "x.tflite"
     not_tflite.write_bytes(b"hello world, not a model")
     with pytest.raises(UserError, match="not a TFLite model"):
-        artifacts.load_tflite_bytes(str(not_tflite))
+        artifacts.read_model(str(not_tflite))
