@@ -11,23 +11,32 @@ Optuna and matplotlib are optional (requirements-search.txt); nothing in the cor
 pipelines imports this module unless ``--search`` or ``--export-best`` is given.
 """
 import argparse
+import contextlib
 import csv
+import hashlib
 import io
 import json
+import logging
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 from common import artifacts
 from common.budget import budget_holds, check_budget
-from common.errors import UserError
+from common.errors import Terminated, UserError
 
 INSTALL_HINT = "pip install -r requirements-search.txt"
 HEARTBEAT_S = 30  # a trial whose process died is marked failed after 3 heartbeats
-RESOURCE_METRICS = ("zlib_bytes", "inference_ms", "total_ms")
+RESOURCE_METRICS = ("zlib_bytes", "inference_ms", "total_ms", "tflite_bytes", "arena_bytes")
 
 
 @dataclass(frozen=True)
@@ -57,30 +66,77 @@ def _optuna():
 
 def storage_url(args, name):
     if args.storage:
-        return args.storage
+        # SQLAlchemy 2.1 maps a driverless postgresql:// to psycopg 3; the driver that
+        # requirements-search.txt installs is psycopg2
+        return re.sub(r"^postgresql://", "postgresql+psycopg2://", args.storage)
     folder = os.path.join(args.out_dir, "search")
     os.makedirs(folder, exist_ok=True)
     return f"sqlite:///{os.path.abspath(os.path.join(folder, name))}.db"
+
+
+def hide_password(text, url):
+    """``text`` with the password of ``url`` (as written, and percent-decoded) replaced
+    by ``***``: storage errors are printed, and end up in terminals and CI logs. The
+    password runs to the last ``@`` of the authority, so an unescaped ``@`` in it
+    masks too much rather than too little."""
+    match = re.match(r"[^:/]*://[^:/@]*:([^/]*)@", url)
+    if match and match.group(1):
+        for secret in {match.group(1), urllib.parse.unquote(match.group(1))}:
+            text = text.replace(secret, "***")
+    return text
+
+
+def sampler_seed(args):
+    """``--seed`` for a plain local search, which stays reproducible. A shared study
+    (``--storage``, or a ``--workers`` helper) mixes in the host name and the process id:
+    processes sampling with one seed would all propose the same trials."""
+    if not (args.storage or args.search_worker):
+        return args.seed
+    key = f"{args.seed}:{socket.gethostname()}:{os.getpid()}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
+
+
+def _rdb_storage(optuna, url):
+    """Optuna's RDB storage. Processes that start together on an empty database race to
+    create Optuna's tables (the loser gets an integrity or "already exists" error): retry."""
+    import sqlalchemy.exc
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():  # "heartbeat_interval is experimental"
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=3 * HEARTBEAT_S)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == 2:
+                raise
+            time.sleep(1)
 
 
 def open_study(task, args):
     """Create the study, or load it to resume: finished trials are never lost."""
     optuna = _optuna()
     url = storage_url(args, task.name)
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed(args))
     try:
-        storage = optuna.storages.RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
-            failed_trial_callback=None)
-        study = optuna.create_study(
-            study_name=task.name, storage=storage, load_if_exists=True,
-            directions=["minimize", "minimize"],
-            # each worker samples with its own seed, or they would propose the same trials
-            sampler=optuna.samplers.TPESampler(seed=args.seed + args.search_worker))
+        storage = _rdb_storage(optuna, url)
+        try:
+            study = optuna.create_study(study_name=task.name, storage=storage,
+                                        directions=["minimize", "minimize"], sampler=sampler)
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(study_name=task.name, storage=storage, sampler=sampler)
+            created = False
     except Exception as err:  # SQLAlchemy raises many types; all mean "cannot open"
-        reason = str(err).splitlines()[0][:200]
-        raise UserError(f"cannot open the search storage {url!r}: {reason}") from None
-    if task.base_params and not study.get_trials(deepcopy=False):
-        study.enqueue_trial(task.base_params)  # the front always holds the recipe
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        shown = args.storage or url
+        raise UserError(hide_password(f"cannot open the search storage {shown!r}: {reason}",
+                                      shown)) from None
+    # The front always holds the recipe: enqueued by the process that created the study
+    # (not by every process that finds it empty: processes starting together would each
+    # enqueue it), or again when every trial so far was interrupted.
+    trials = study.get_trials(deepcopy=False)
+    if task.base_params and (created or trials and all(_interrupted(t) for t in trials)):
+        study.enqueue_trial(task.base_params)
     return study
 
 
@@ -96,15 +152,67 @@ def constraint_values(limits, metrics):
     return values
 
 
-def make_objective(task, seed):
-    def objective(trial):
+class Interrupt:
+    """Ctrl-C (SIGINT) or SIGTERM during the search. The first signal is recorded,
+    forwarded to the ``--workers`` helpers, and raised as KeyboardInterrupt (Terminated for
+    SIGTERM); later ones are ignored, so they cannot break the bookkeeping of the
+    interrupted trial. TensorFlow may turn the KeyboardInterrupt into another exception
+    (a SystemError, which Optuna would record as an ordinary failure and go on) or swallow
+    it: whatever a trial ends with once the flag is set, it is the interrupt."""
+
+    def __init__(self):
+        self.signum = None
+        self.helpers = []   # the --workers processes to forward the signal to
+        self.trial = None   # this process's latest trial
+
+    def trigger(self, signum):
+        if self.signum is None:
+            self.signum = signum
+            for helper in self.helpers:
+                if helper.poll() is None:
+                    helper.send_signal(signum)
+
+    def handler(self, signum, frame):
+        if self.signum is None:
+            self.trigger(signum)
+            raise self.exception()
+
+    def exception(self, message=""):
+        return (Terminated if self.signum == signal.SIGTERM else KeyboardInterrupt)(message)
+
+    def caught(self, err):
+        """Whether ``err`` means the search is being interrupted (recording it if so)."""
+        if isinstance(err, KeyboardInterrupt):  # also raised by hand, or before our handler
+            self.trigger(signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
+        return self.signum is not None
+
+    @contextlib.contextmanager
+    def installed(self):
+        """The signal handlers while the search runs, and Optuna's log of the interrupted
+        trial (a long traceback) muted; real failures are still logged by Optuna."""
+        logger = logging.getLogger("optuna.study._optimize")
+        not_interrupted = lambda record: self.signum is None  # noqa: E731
+        previous = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        logger.addFilter(not_interrupted)
+        try:
+            yield self
+        finally:
+            logger.removeFilter(not_interrupted)
+            for s, handler in previous.items():
+                signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+def _interrupted(trial):
+    return bool(trial.user_attrs.get("interrupted"))
+
+
+def make_objective(task, seed, interrupt, worker):
+    """The trial function: ``worker`` (host, process id, sampler seed) is recorded on
+    each trial; a trial stopped by the interrupt is marked so that it is not counted."""
+    def measure(trial):
         recipe = task.suggest(trial, task.base_recipe)
         start = time.time()
-        try:
-            metrics = task.evaluate(recipe, seed)
-        except Exception as err:  # recorded, then Optuna marks the trial failed
-            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:500])
-            raise
+        metrics = task.evaluate(recipe, seed)
         resources = [l for l in recipe.limits() if l.metric in RESOURCE_METRICS]
         for key, value in constraint_values(resources, metrics).items():
             trial.set_constraint(key, value)
@@ -115,12 +223,30 @@ def make_objective(task, seed):
                             budget_holds(check_budget(recipe.limits(), metrics)))
         trial.set_user_attr("seconds", round(time.time() - start, 1))
         return float(metrics["zlib_bytes"]), float(error)
+
+    def objective(trial):
+        interrupt.trial = trial
+        try:
+            trial.set_user_attr("worker", worker)
+            values = measure(trial)
+            if interrupt.signum is not None:  # swallowed on the way: the result is suspect
+                raise interrupt.exception()
+            return values
+        except BaseException as err:
+            if interrupt.caught(err):
+                trial.set_user_attr("interrupted", True)
+                trial.set_user_attr("fail_reason", "interrupted")
+                raise interrupt.exception() from None
+            # recorded, then Optuna marks the trial failed and the study goes on
+            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:500])
+            raise
     return objective
 
 
 def finished(study):
-    states = {"COMPLETE", "FAIL"}
-    return [t for t in study.get_trials(deepcopy=False) if t.state.name in states]
+    """The trials that count toward N: complete or failed, not interrupted."""
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
+            or (t.state.name == "FAIL" and not _interrupted(t))]
 
 
 def feasible_front(trials):
@@ -154,40 +280,96 @@ def progress_callback(study, trial):
     print(f"  feasible front ({len(front)}): {summary or 'none yet'}", flush=True)
 
 
-def optimize(task, args, study):
+def stop_at(target):
+    """Stop once the study holds ``target`` finished trials (as ``finished`` counts them:
+    Optuna's MaxTrialsCallback would count the interrupted ones too)."""
+    def callback(study, trial):
+        if len(finished(study)) >= target:
+            study.stop()
+    return callback
+
+
+def start_helpers(task, args, interrupt):
+    """``--workers``: N-1 more processes of this command on the same study. Each is in
+    its own process group, so a Ctrl-C reaches this process only, which forwards it once.
+    Their stderr is relayed until the search is stopping: then their own "interrupted"
+    lines (or tracebacks, if they were still starting) would repeat this one's."""
+    def relay(stream):
+        for line in stream:
+            if interrupt.signum is None:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+    relays = []
+    for index in range(1, args.workers):
+        helper = subprocess.Popen([sys.executable, task.script, *task.argv,
+                                   "--search-worker", str(index),
+                                   "--storage", storage_url(args, task.name)],
+                                  stderr=subprocess.PIPE, text=True, process_group=0)
+        interrupt.helpers.append(helper)
+        relays.append(threading.Thread(target=relay, args=(helper.stderr,), daemon=True))
+        relays[-1].start()
+    return relays
+
+
+def _fail_if_running(study, trial):
+    """A trial the interrupt left RUNNING (it came between the objective and Optuna's
+    bookkeeping) is marked interrupted and failed, or a resume would find it stale,
+    fail it and count it."""
+    states = _optuna().trial.TrialState
+    if trial is not None and any(t.number == trial.number for t in study.get_trials(
+            deepcopy=False, states=(states.RUNNING,))):
+        trial.set_user_attr("interrupted", True)
+        study.tell(trial, state=states.FAIL)
+
+
+def run_trials(task, args, study):
     """Run trials until the study holds ``args.search`` finished ones (so the same
-    command resumes an interrupted search); ``--workers`` processes share the study."""
-    optuna = _optuna()
+    command resumes an interrupted search); ``--workers`` processes share the study.
+    Ctrl-C or SIGTERM stops this process and its helpers and raises KeyboardInterrupt
+    (or Terminated) with a message: the interrupted trials do not count."""
     target = args.search
     if len(finished(study)) >= target:
         return
-    stop = optuna.study.MaxTrialsCallback(
-        target, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL))
-    helpers = []
-    if args.workers > 1 and not args.search_worker:
-        helpers = [subprocess.Popen([sys.executable, task.script, *task.argv,
-                                     "--search-worker", str(index),
-                                     "--storage", storage_url(args, task.name)])
-                   for index in range(1, args.workers)]
-    try:
-        study.optimize(make_objective(task, args.seed), n_trials=target,
-                       catch=(Exception,), callbacks=[stop, progress_callback],
-                       gc_after_trial=True)
-    finally:
-        for helper in helpers:
-            helper.wait()
+    seed = sampler_seed(args)
+    worker = {"host": socket.gethostname(), "pid": os.getpid(), "sampler_seed": seed}
+    interrupt = Interrupt()
+    relays = []
+    with interrupt.installed():
+        try:
+            if args.workers > 1 and not args.search_worker:
+                relays = start_helpers(task, args, interrupt)
+            study.optimize(make_objective(task, args.seed, interrupt, worker),
+                           n_trials=target, catch=(Exception,),
+                           callbacks=[stop_at(target), progress_callback],
+                           gc_after_trial=True)
+        except BaseException as err:
+            if not interrupt.caught(err):
+                raise
+            _fail_if_running(study, interrupt.trial)
+        finally:
+            for helper in interrupt.helpers:
+                helper.wait()
+            for relay in relays:
+                relay.join()
+    if interrupt.signum is not None:
+        kept = len(finished(study))
+        raise interrupt.exception(
+            f"the {kept} finished trial{'s are' if kept != 1 else ' is'} kept in the study; "
+            "run the same command to resume")
 
 
 def write_trials_csv(study, path):
     """Every trial: parameters, size, error, metrics, feasibility, time, failure."""
     trials = study.get_trials(deepcopy=False)
     params = sorted({k for t in trials for k in t.params})
+    head, objectives = ["number", "state"], ["zlib_bytes", "error"]
+    tail = ["feasible", "budget_holds_on_validation", "seconds", "fail_reason"]
     metric_keys = sorted({k for t in trials for k in t.user_attrs.get("metrics", {})
-                          if not isinstance(t.user_attrs["metrics"][k], (dict, list))})
+                          if not isinstance(t.user_attrs["metrics"][k], (dict, list))}
+                         - {*head, *objectives, *tail})  # e.g. zlib_bytes: one column
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["number", "state", *params, "zlib_bytes", "error", *metric_keys,
-                     "feasible", "budget_holds_on_validation", "seconds", "fail_reason"])
+    writer.writerow([*head, *params, *objectives, *metric_keys, *tail])
     for t in trials:
         values = t.values if t.values else ("", "")
         metrics = t.user_attrs.get("metrics", {})
@@ -256,8 +438,10 @@ def chosen_trial(study, number=None, max_bytes=None):
 
 
 def run(task, args):
-    """Run or resume the search, write the CSV and the plot; return the recipe to
-    export (or None). Errors are UserErrors."""
+    """Run or resume the search, write the CSV and the plot; return ``(recipe, info)``
+    for ``--export-best`` / ``--export-trial`` (the trial's recipe, and what the run's JSON
+    records about the trial), else None. Errors are UserErrors; an interrupt is raised
+    as KeyboardInterrupt / Terminated with a message (see ``run_trials``)."""
     _optuna()
     try:
         import matplotlib  # noqa: F401
@@ -266,8 +450,8 @@ def run(task, args):
     study = open_study(task, args)
     if args.search:
         print(f"search {task.name}: {len(finished(study))} finished trials in the study, "
-              f"target {args.search}", flush=True)
-        optimize(task, args, study)
+              f"target {args.search} (sampler seed {sampler_seed(args)})", flush=True)
+        run_trials(task, args, study)
     if args.search_worker:
         return None
     folder = os.path.join(args.out_dir, "search")
@@ -338,9 +522,4 @@ def load_marker(path, error_fn, recipe):
         return metrics["zlib_bytes"], error_fn(metrics, recipe)
     except (OSError, KeyError, ValueError):
         return None, None
-
-
-def budget_fraction(metrics, limits):
-    """max over error limits of measured/limit: < 1 when every error limit holds."""
-    return max(metrics[l.metric] / l.value for l in limits)
 

@@ -1,11 +1,14 @@
 """The search on a fake task (no training: fast and exact) and end to end on the
 forecasting script with synthetic data."""
 import argparse
+import contextlib
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -17,7 +20,7 @@ import forecast_train  # noqa: E402
 from common import search  # noqa: E402
 from common.budget import Limit  # noqa: E402
 from common.cli import run_main  # noqa: E402
-from common.errors import UserError  # noqa: E402
+from common.errors import Terminated, UserError  # noqa: E402
 from conftest import ROOT, write_jena_csv  # noqa: E402
 
 
@@ -30,13 +33,14 @@ class FakeRecipe:
         return (Limit("error", 0.5), Limit("zlib_bytes", self.max_zlib_bytes))
 
 
-def fake_task(evaluate):
+def fake_task(evaluate, base_params=None):
     def suggest(trial, base):
         return FakeRecipe(width=trial.suggest_int("width", 1, 20))
     return search.SearchTask(
         name="fake", base_recipe=FakeRecipe(), suggest=suggest, evaluate=evaluate,
         error=lambda m, r: m["error"], error_label="error", error_limit=0.5,
-        script="unused", argv=(), markers=(("reference", 900, 0.4),))
+        script="unused", argv=(), markers=(("reference", 900, 0.4),),
+        base_params=base_params)
 
 
 def size_from_width(recipe, seed):
@@ -56,6 +60,12 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+def load_study(tmp_path, name="fake"):
+    import optuna
+    return optuna.load_study(study_name=name,
+                             storage=f"sqlite:///{tmp_path}/search/{name}.db")
+
+
 def test_infeasible_trials_are_marked_not_dropped(tmp_path):
     search.run(fake_task(size_from_width), search_args(tmp_path, 12))
     rows = read_csv(tmp_path / "search" / "fake.csv")
@@ -67,6 +77,9 @@ def test_infeasible_trials_are_marked_not_dropped(tmp_path):
         assert row["budget_holds_on_validation"] == str(100 * width < 1000
                                                          and 1.0 / width < 0.5)
     assert any(r["feasible"] == "False" for r in rows)
+    with open(tmp_path / "search" / "fake.csv") as f:
+        header = next(csv.reader(f))
+    assert len(header) == len(set(header)), header   # zlib_bytes once
     png = (tmp_path / "search" / "fake.png").read_bytes()
     assert png.startswith(b"\x89PNG")
 
@@ -92,13 +105,173 @@ def test_interrupted_search_resumes_without_losing_trials(tmp_path):
         if len(calls) == 3:
             raise KeyboardInterrupt
         return size_from_width(recipe, seed)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="the 2 finished trials are kept in the study"):
         search.run(fake_task(interrupted), search_args(tmp_path, 5))
     search.run(fake_task(size_from_width), search_args(tmp_path, 5))
     rows = read_csv(tmp_path / "search" / "fake.csv")
     assert [int(r["width"]) for r in rows[:2]] == calls[:2]   # kept
-    states = [r["state"] for r in rows]
-    assert states.count("COMPLETE") + states.count("FAIL") == 5
+    # the interrupted trial is kept as failed, marked, and does not count toward the 5
+    assert [r["state"] for r in rows] == ["COMPLETE"] * 2 + ["FAIL"] + ["COMPLETE"] * 3
+    assert rows[2]["fail_reason"] == "interrupted"
+    assert load_study(tmp_path).trials[2].user_attrs["interrupted"] is True
+
+
+@pytest.fixture
+def optuna_log():
+    """The messages Optuna logs (its handler keeps the stderr of when it was made)."""
+    import logging
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("optuna")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def signal_during_trial(signum, tf_turns_it_into):
+    """An evaluate function whose second trial gets ``signum`` (as from Ctrl-C or
+    kill), which TensorFlow then turns into a SystemError or swallows."""
+    calls = []
+
+    def evaluate(recipe, seed):
+        calls.append(recipe.width)
+        if len(calls) == 2:
+            try:
+                os.kill(os.getpid(), signum)
+                time.sleep(5)  # the handler interrupts the sleep
+            except KeyboardInterrupt as err:
+                if tf_turns_it_into == "SystemError":
+                    raise SystemError("<built-in function> returned a result with an "
+                                      "exception set") from err
+        return size_from_width(recipe, seed)
+    return evaluate, calls
+
+
+@pytest.mark.parametrize("signum, raised", [(signal.SIGINT, KeyboardInterrupt),
+                                            (signal.SIGTERM, Terminated)])
+@pytest.mark.parametrize("tf_turns_it_into", ["SystemError", "nothing (swallowed)"])
+def test_a_signal_stops_the_search_whatever_tensorflow_makes_of_it(
+        tmp_path, optuna_log, signum, raised, tf_turns_it_into):
+    evaluate, calls = signal_during_trial(signum, tf_turns_it_into)
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+    with pytest.raises(raised, match="^the 1 finished trial is kept in the study; run the "
+                                     "same command to resume$") as info:
+        search.run(fake_task(evaluate), search_args(tmp_path, 5))
+    assert raised is KeyboardInterrupt or type(info.value) is Terminated
+    assert len(calls) == 2   # stopped at once: no further trial
+    trials = load_study(tmp_path).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"]
+    assert trials[1].user_attrs["interrupted"] is True
+    assert optuna_log == []   # Optuna's log of it (with a long traceback) is muted
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers
+
+
+def test_an_interrupt_during_optunas_bookkeeping_leaves_no_running_trial(
+        tmp_path, monkeypatch):
+    """Ctrl-C after the objective returned, while Optuna records the result: Optuna
+    then raises an UnboundLocalError of its own, and the trial is left RUNNING (a
+    resume would fail it as stale and count it)."""
+    import optuna.study._optimize
+
+    def tell_interrupted(**kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    monkeypatch.setattr(optuna.study._optimize, "_tell_with_warning", tell_interrupted)
+    with pytest.raises(KeyboardInterrupt, match="the 0 finished trials are kept"):
+        search.run(fake_task(size_from_width), search_args(tmp_path, 3))
+    [trial] = load_study(tmp_path).trials
+    assert trial.state.name == "FAIL" and trial.user_attrs["interrupted"] is True
+
+
+def test_real_failures_are_still_logged_and_recorded(tmp_path, capsys, optuna_log):
+    def broken(recipe, seed):
+        raise SystemError("not an interrupt")
+    search.run(fake_task(broken), search_args(tmp_path, 2))
+    rows = read_csv(tmp_path / "search" / "fake.csv")
+    assert [r["fail_reason"] for r in rows] == ["SystemError: not an interrupt"] * 2
+    assert "-> fail: SystemError: not an interrupt" in capsys.readouterr().out  # progress
+    assert [r.exc_info[0] for r in optuna_log if r.exc_info] == [SystemError] * 2
+
+
+def test_constraints_mark_over_budget_trials_infeasible(tmp_path):
+    """What Optuna itself sees (its samplers and Pareto front honour it), not only our
+    user attribute: the constraint is stored as a system attribute per budget limit."""
+    from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+    args = search_args(tmp_path, 2)
+    task = fake_task(size_from_width)
+    study = search.open_study(task, args)
+    study.enqueue_trial({"width": 5})    # 500 B: within the 1000 B budget
+    study.enqueue_trial({"width": 15})   # 1500 B: over it
+    search.run_trials(task, args, study)
+    within, over = load_study(tmp_path).get_trials()
+    assert within.system_attrs[f"{_CONSTRAINTS_KEY}:zlib_bytes"] == pytest.approx(-0.5)
+    assert over.system_attrs[f"{_CONSTRAINTS_KEY}:zlib_bytes"] == pytest.approx(0.5)
+    assert within.constraints == {"zlib_bytes": pytest.approx(-0.5)}
+    assert within.user_attrs["feasible"] is True and over.user_attrs["feasible"] is False
+    # the over-budget trial is smaller-error but not on Optuna's (feasible) front
+    assert [t.number for t in load_study(tmp_path).best_trials] == [within.number]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # study.ask() outside optimize
+def test_hosts_sample_different_trials_and_a_local_search_is_reproducible(
+        tmp_path, monkeypatch):
+    """Two processes on one --storage study, as on two hosts, start from different
+    sampler seeds and so propose different trials; a plain local search is --seed."""
+    import socket
+    storage = f"sqlite:///{tmp_path}/shared.db"
+    proposals, seeds = [], []
+    for host, pid in (("host-a", 4242), ("host-b", 4242)):
+        monkeypatch.setattr(socket, "gethostname", lambda: host)
+        monkeypatch.setattr(os, "getpid", lambda: pid)
+        args = search_args(tmp_path, 1, storage=storage)
+        seeds.append(search.sampler_seed(args))
+        trial = search.open_study(fake_task(size_from_width), args).ask()
+        proposals.append([trial.suggest_float(f"x{i}", 0, 1) for i in range(3)])
+    assert seeds[0] != seeds[1] and proposals[0] != proposals[1]
+    monkeypatch.undo()
+    widths = []
+    for folder in ("first", "second"):
+        search.run(fake_task(size_from_width), search_args(tmp_path / folder, 4, seed=7))
+        rows = read_csv(tmp_path / folder / "search" / "fake.csv")
+        widths.append([r["width"] for r in rows])
+    assert widths[0] == widths[1]
+    assert search.sampler_seed(search_args(tmp_path, 4, seed=7)) == 7
+
+
+def test_the_recipe_is_enqueued_once_by_the_process_that_created_the_study(tmp_path):
+    """Processes started together: the second one may find the study created but still
+    empty; it must not enqueue the recipe again (two trials with the same parameters)."""
+    import optuna
+    task = fake_task(size_from_width, base_params={"width": 3})
+    args = search_args(tmp_path, 1)
+    optuna.create_study(study_name="fake", storage=search.storage_url(args, "fake"),
+                        directions=["minimize", "minimize"])   # the other process, so far
+    assert search.open_study(task, args).get_trials() == []
+    folder = tmp_path / "fresh"
+    study = search.open_study(task, search_args(folder, 1))
+    assert [t.params for t in study.get_trials()] == [{}]   # enqueued: waiting
+    assert study.get_trials()[0].system_attrs["fixed_params"] == {"width": 3}
+    # resumed after an interrupt that stopped that very trial: enqueued again
+
+    def interrupted(recipe, seed):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        search.run(fake_task(interrupted, base_params={"width": 3}), search_args(folder, 1))
+    search.run(task, search_args(folder, 1))
+    rows = read_csv(folder / "search" / "fake.csv")
+    assert [(r["width"], r["state"]) for r in rows] == [("3", "FAIL"), ("3", "COMPLETE")]
+
+
+def test_storage_error_hides_the_password(tmp_path):
+    args = search_args(tmp_path, 1, storage="postgresql://search:Pa55%40word@127.0.0.1:1/db")
+    with pytest.raises(UserError, match="cannot open the search storage") as info:
+        search.run(fake_task(size_from_width), args)
+    assert "Pa55" not in str(info.value) and "search:***@127.0.0.1:1/db" in str(info.value)
+    # in the reason too, as written or decoded (a driver may quote the URL back)
+    url = "postgresql://u:p%40ss@h:x/db"
+    text = search.hide_password(f"bad port in {url!r} (password 'p@ss')", url)
+    assert text == "bad port in 'postgresql://u:***@h:x/db' (password '***')"
 
 
 def test_export_picks_lowest_error_feasible_trial(tmp_path):
@@ -171,21 +344,16 @@ def test_kws_search_trial_end_to_end(tmp_path, speech_dir, capsys):
     assert "alpha" not in rows[0]  # fixed on the command line, so not searched
 
 
-@pytest.mark.parametrize("version", ["a", "b", "c"])
-def test_kws_recipes_are_points_of_the_search_space(version):
+@pytest.mark.parametrize("script, version", [("kws_train", "a"), ("kws_train", "b"),
+                                             ("kws_train", "c"), ("forecast_train", "a"),
+                                             ("forecast_train", "b")])
+def test_recipes_are_points_of_the_search_space(script, version):
+    import importlib
     import optuna
-    import kws_train
-    recipe = kws_train.RECIPES[version]
-    trial = optuna.trial.FixedTrial(kws_train.search_params(recipe))
-    assert kws_train.suggest(trial, recipe, fixed=set()) == recipe
-
-
-@pytest.mark.parametrize("version", ["a", "b"])
-def test_forecast_recipes_are_points_of_the_search_space(version):
-    import optuna
-    recipe = forecast_train.RECIPES[version]
-    trial = optuna.trial.FixedTrial(forecast_train.search_params(recipe))
-    assert forecast_train.suggest(trial, recipe, fixed=set()) == recipe
+    module = importlib.import_module(script)
+    recipe, space = module.RECIPES[version], module.SEARCH_SPACE
+    trial = optuna.trial.FixedTrial(space.params(recipe))
+    assert space.suggest(trial, recipe, fixed=set()) == recipe
 
 
 def test_workers_share_one_study_with_different_proposals(tmp_path):
@@ -200,3 +368,48 @@ def test_workers_share_one_study_with_different_proposals(tmp_path):
     assert len(rows) >= 4 and all(r["state"] == "COMPLETE" for r in rows)
     proposals = [tuple(v for k, v in r.items() if k in ("alpha", "sparsity")) for r in rows]
     assert len(set(proposals)) == len(proposals)
+
+
+def test_ctrl_c_stops_the_workers_with_one_line(tmp_path):
+    """Ctrl-C, as a terminal sends it (SIGINT to the command's process group), while
+    both processes of ``--workers 2`` run trials: the helper stops too (the parent
+    forwards the signal and waits for it), one line is printed, exit 130, and no trial
+    is left running."""
+    import optuna
+    csv_path = write_jena_csv(tmp_path / "jena.csv", 700)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "forecast_train.py"), "--version", "b",
+         "--csv", str(csv_path), "--epochs", "2", "--out-dir", str(out),
+         "--search", "50", "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    storage = f"sqlite:///{out}/search/forecast_b.db"
+
+    def trials():
+        try:
+            return optuna.load_study(study_name="forecast_b", storage=storage).get_trials()
+        except Exception:  # not created yet, or locked for a moment
+            return []
+    deadline = time.time() + 240
+    pids = set()
+    try:
+        while len(pids) < 2:   # both in a trial
+            assert process.poll() is None and time.time() < deadline, process.communicate()
+            time.sleep(0.5)
+            pids = {t.user_attrs["worker"]["pid"] for t in trials()
+                    if "worker" in t.user_attrs}
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:  # on failure, leave nothing running
+        for pid in pids | {process.pid}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert process.returncode == 130, err
+    assert [line for line in err.splitlines() if line.startswith("error")] == [
+        "error: interrupted; the 0 finished trials are kept in the study; run the same "
+        "command to resume"], err
+    assert "Traceback" not in err
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)   # waited for
+    assert not [t for t in trials() if t.state.name == "RUNNING"]
+    assert {t.user_attrs["worker"]["pid"] for t in trials()
+            if t.user_attrs.get("interrupted")} == pids
