@@ -84,38 +84,6 @@ EXAMPLES = """\
 """
 
 
-class Corpus:
-    """The clips (loaded once per sample rate) and their features (computed once
-    per feature configuration and seed): trials and runs share both."""
-
-    def __init__(self, args, splits, labels=None):
-        self.args, self.splits, self.labels = args, splits, labels
-        self.clips, self.features = {}, {}
-
-    def load(self, sample_rate):
-        """``speech.Clips`` at ``sample_rate``; the first load fixes the label order."""
-        if sample_rate not in self.clips:
-            self.clips[sample_rate] = speech.load_splits(
-                self.args.data_dir, self.args.split_dir, sample_rate, self.splits,
-                self.labels)
-            self.labels = self.clips[sample_rate].labels
-        return self.clips[sample_rate]
-
-    def data(self, recipe, seed):
-        """The recipe's features of every loaded split (``speech.SpeechData``)."""
-        key = (recipe.features, recipe.augmentation, seed)
-        if key not in self.features:
-            start = time.time()
-            clips = self.load(recipe.features.sample_rate)
-            self.features[key] = speech.featurize(clips, recipe.features,
-                                                  recipe.augmentation, seed)
-            print(f"{recipe.features.kind} features {list(recipe.features.shape)} of "
-                  f"{sum(len(getattr(self.features[key], s)[1]) for s in speech.SPLITS)}"
-                  f" examples in "
-                  f"{time.time() - start:.0f} s", flush=True)
-        return self.features[key]
-
-
 def latency(tflite_bytes, config, runs, pause, seed):
     """Latency with 1 thread (the budget's) and with the interpreter's default."""
     from common.runtime import measure_latency
@@ -205,7 +173,8 @@ class KeywordSpotting(pipeline.Task):
         if evaluating is not None:
             from common import tflite_file
             labels = tflite_file.read_labels(evaluating.tflite_bytes, evaluating.path)
-        corpus = Corpus(args, ("test",) if evaluating else speech.SPLITS, labels)
+        corpus = speech.Corpus(args.data_dir, args.split_dir, args.seed,
+                               ("test",) if evaluating else speech.SPLITS, labels)
         corpus.load(recipe.features.sample_rate)
         return corpus
 
@@ -236,7 +205,7 @@ class KeywordSpotting(pipeline.Task):
         return tflite_file.with_labels(tflite_bytes, data.labels)
 
     def inputs(self, data, recipe, split):
-        return getattr(data.data(recipe, data.args.seed), split)
+        return getattr(data.data(recipe), split)
 
     def output_names(self, data):
         return data.labels

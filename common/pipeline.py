@@ -96,7 +96,6 @@ def parse_args(task, argv):
     search.add_arguments(parser)
     args = parser.parse_args(argv)
     args.argv = tuple(sys.argv[1:] if argv is None else argv)
-    search.validate(args)
     cli.quiet_libraries(args.verbose)
     return args
 

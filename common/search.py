@@ -30,7 +30,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
-from common import artifacts
+from common import artifacts, cli
 from common.budget import budget_holds, check_budget
 from common.errors import Terminated, UserError
 
@@ -479,13 +479,13 @@ def run(task, args):
 def add_arguments(parser):
     """The search flags, shared by both scripts."""
     group = parser.add_argument_group("model search (needs requirements-search.txt)")
-    group.add_argument("--search", type=int, metavar="N",
+    group.add_argument("--search", type=cli.positive_int, metavar="N",
                        help="run a budget-aware Optuna search until the study holds N "
                             "finished trials (resumes an interrupted search)")
     group.add_argument("--storage", metavar="URL",
                        help="Optuna RDB storage URL shared by several hosts (default: "
                             "sqlite under OUT_DIR/search/)")
-    group.add_argument("--workers", type=int, default=1,
+    group.add_argument("--workers", type=cli.positive_int, default=1,
                        help="processes running trials in parallel on this host")
     group.add_argument("--export-best", action="store_true",
                        help="retrain the lowest-error feasible trial and ship it as the "
@@ -505,13 +505,6 @@ def fixed_knobs(args):
 
 def wants_search(args):
     return bool(args.search or args.export_best or args.export_trial is not None)
-
-
-def validate(args):
-    if args.search is not None and args.search < 1:
-        raise UserError("--search needs a positive trial count")
-    if args.workers < 1:
-        raise UserError("--workers must be at least 1")
 
 
 def load_marker(path, error_fn, recipe):

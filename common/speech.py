@@ -1,6 +1,7 @@
 """Mini Speech Commands: split lists, clip loading, cached features, augmentation."""
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +63,7 @@ def load_clips(paths, sample_rate):
     return clips, digest.hexdigest()
 
 
-def features(config, clips):
+def compute_features(config, clips):
     """The features of every clip, computed once: ``[n, *config.shape]``."""
     return np.stack([audio.extract(config, clip) for clip in clips])
 
@@ -158,10 +159,43 @@ def featurize(clips, config, aug, seed):
             result[split] = (np.zeros((0,) + config.shape, np.float32), np.zeros(0, np.int64))
             continue
         waves, y = clips.splits[split]
-        x = features(config, waves)
+        x = compute_features(config, waves)
         if split == "train" and aug.copies:
-            x = np.concatenate([x] + [features(config, augment(waves, aug, rng))
+            x = np.concatenate([x] + [compute_features(config, augment(waves, aug, rng))
                                       for _ in range(aug.copies)])
             y = np.tile(y, aug.copies + 1)
         result[split] = (x, y)
     return SpeechData(clips.labels, result["train"], result["val"], result["test"])
+
+
+class Corpus:
+    """The clips (loaded once per sample rate) and their features (computed once
+    per feature configuration and seed): trials and runs share both."""
+
+    def __init__(self, data_dir, split_dir, seed, splits=SPLITS, labels=None):
+        self.data_dir, self.split_dir, self.seed = data_dir, split_dir, seed
+        self.splits, self.labels = splits, labels
+        self.clips, self.features = {}, {}
+
+    def load(self, sample_rate):
+        """``speech.Clips`` at ``sample_rate``; the first load fixes the label order."""
+        if sample_rate not in self.clips:
+            self.clips[sample_rate] = load_splits(self.data_dir, self.split_dir,
+                                                  sample_rate, self.splits, self.labels)
+            self.labels = self.clips[sample_rate].labels
+        return self.clips[sample_rate]
+
+    def data(self, recipe, seed=None):
+        """``recipe``'s features of every loaded split (``SpeechData``), the training
+        split augmented with ``seed`` (default: the run's)."""
+        seed = self.seed if seed is None else seed
+        key = (recipe.features, recipe.augmentation, seed)
+        if key not in self.features:
+            start = time.time()
+            clips = self.load(recipe.features.sample_rate)
+            self.features[key] = featurize(clips, recipe.features, recipe.augmentation,
+                                           seed)
+            examples = sum(len(getattr(self.features[key], s)[1]) for s in SPLITS)
+            print(f"{recipe.features.kind} features {list(recipe.features.shape)} of "
+                  f"{examples} examples in {time.time() - start:.0f} s", flush=True)
+        return self.features[key]
