@@ -45,6 +45,18 @@ def _number(kind, low=None, high=None, low_open=False, high_open=False):
 positive_int = _number(int, low=1)
 non_negative_int = _number(int, low=0)
 non_negative_float = _number(float, low=0.0)
+def seed_list(text):
+    """``"0,1,2"`` -> ``[0, 1, 2]``: distinct non-negative integers."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
+                                         "integers") from None
+    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: seeds must be distinct and >= 0")
+    return seeds
+
+
 width_multiplier = _number(float, low=0.0, high=4.0, low_open=True)
 sparsity_fraction = _number(float, low=0.0, high=1.0, high_open=True)
 
@@ -74,6 +86,10 @@ def base_parser(description, recipes, examples=""):
                              "models; created only when there is something to write)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="random seed (default: 0)")
+    parser.add_argument("--seeds", type=seed_list, metavar="S,S,...",
+                        help="train one model per seed, report every metric's mean and "
+                             "standard deviation, and ship the seed with the lowest "
+                             "validation error (overrides --seed)")
     parser.add_argument("--epochs", type=positive_int, help="override the recipe's epoch count")
     parser.add_argument("--alpha", type=width_multiplier,
                         help="override the recipe's width multiplier, in (0, 4]")

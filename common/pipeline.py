@@ -11,6 +11,7 @@ has loaded it quietly.
 import dataclasses
 import datetime
 import os
+import statistics
 import sys
 import time
 
@@ -64,6 +65,11 @@ class Task:
         """``(metrics, details)`` of timing the .tflite (default: not timed)."""
         return {}, {}
 
+    def measure_robustness(self, runner, data, recipe, split):
+        """``(metrics, details)`` of the .tflite on perturbed copies of ``split`` (a
+        noise report); run on the test split only (default: none)."""
+        return {}, {}
+
     def finish_model(self, tflite_bytes, data, recipe):
         """The bytes to ship (e.g. with metadata added): inference unchanged."""
         return tflite_bytes
@@ -96,6 +102,8 @@ def parse_args(task, argv):
     search.add_arguments(parser)
     args = parser.parse_args(argv)
     args.argv = tuple(sys.argv[1:] if argv is None else argv)
+    args.seeds = args.seeds or [args.seed]
+    args.seed = args.seeds[0]
     cli.quiet_libraries(args.verbose)
     return args
 
@@ -159,9 +167,11 @@ def measure(task, tflite_bytes, data, recipe, split, args):
                      "input_quantization": [float(v) for v in runner.input["quantization"]],
                      "output_quantization": [float(v) for v in
                                              runner.output["quantization"]]}
-    speed, speed_details = task.measure_speed(tflite_bytes, recipe, args)
-    metrics.update(speed)
-    details.update(speed_details)
+    for extra, extra_details in (task.measure_speed(tflite_bytes, recipe, args),
+                                 task.measure_robustness(runner, data, recipe, split)
+                                 if split == "test" else ({}, {})):
+        metrics.update(extra)
+        details.update(extra_details)
     if getattr(args, "micro", False):
         from common import micro
         device = micro.MicroRunner(tflite_bytes)
@@ -175,46 +185,100 @@ def measure(task, tflite_bytes, data, recipe, split, args):
     return metrics, details
 
 
-def train_and_ship(task, args, recipe, data, search_info=None):
+@dataclasses.dataclass
+class SeedRun:
+    """One seed's trained model and its figures."""
+    seed: int
+    model: object
+    tflite_bytes: bytes
+    fit_info: dict
+    validation_error: float
+    metrics: dict
+    details: dict
+
+
+def train_seed(task, args, recipe, data, seed):
+    """Train one seed; measure its .tflite on validation (for choosing) and test."""
     start = time.time()
+    print(f"{task.name} {args.version}: training seed {seed} ...", flush=True)
+    model, tflite_bytes, fit_info = task.train(recipe, data, seed, not args.quiet)
+    tflite_bytes = task.finish_model(tflite_bytes, data, recipe)
+    train_seconds = round(time.time() - start, 1)
+    x, y = task.inputs(data, recipe, "val")
+    from common.runtime import Runner
+    val_metrics, _ = task.score(Runner(tflite_bytes).predict(x), y, data)
+    metrics, details = measure(task, tflite_bytes, data, recipe, "test", args)
+    metrics.update(tflite_bytes=len(tflite_bytes),
+                   zlib_bytes=len(artifacts.compress(tflite_bytes)),
+                   train_seconds=train_seconds)
+    return SeedRun(seed, model, tflite_bytes, fit_info,
+                   task.search_space.error(val_metrics, recipe), metrics, details)
+
+
+def seed_summary(runs):
+    """Mean and (population) standard deviation over seeds of every numeric metric."""
+    keys = [k for k, v in runs[0].metrics.items() if isinstance(v, (int, float))]
+    values = {k: [run.metrics[k] for run in runs] for k in keys}
+    return {k: {"mean": round(statistics.fmean(v), 4),
+                "std": round(statistics.pstdev(v), 4)} for k, v in values.items()}
+
+
+def train_and_ship(task, args, recipe, data, search_info=None):
+    """Train every seed, ship the one with the lowest validation error (the test
+    split never picks), report each seed and the mean and spread."""
     common.import_tensorflow()
     rows, results = [], {}
     for key, name, metrics in task.baselines(recipe, data, args):
         rows.append(task.row(name, metrics))
         results[key] = metrics
-    print(f"{task.name} {args.version}: training ...", flush=True)
-    model, tflite_bytes, fit_info = task.train(recipe, data, args.seed, not args.quiet)
-    tflite_bytes = task.finish_model(tflite_bytes, data, recipe)
-    train_seconds = round(time.time() - start, 1)
-    metrics, details = measure(task, tflite_bytes, data, recipe, "test", args)
+    runs = [train_seed(task, args, recipe, data, seed) for seed in args.seeds]
+    best = min(runs, key=lambda run: run.validation_error)
+    metrics, details, tflite_bytes = best.metrics, best.details, best.tflite_bytes
     compressed = artifacts.compress(tflite_bytes)
-    metrics.update(tflite_bytes=len(tflite_bytes), zlib_bytes=len(compressed),
-                   train_seconds=train_seconds)
     from common import optimize
     verdicts = check_budget(recipe.limits(), metrics)
     results = {
-        "task": task.name, "version": args.version, "seed": args.seed,
+        "task": task.name, "version": args.version, "seed": best.seed,
         "recipe": dataclasses.asdict(recipe), **task.describe(args, data, recipe),
-        "sparsity": optimize.weight_sparsity(model),
+        "sparsity": optimize.weight_sparsity(best.model),
         "tflite_sparsity": optimize.tflite_weight_sparsity(tflite_bytes),
         "weight_types": optimize.weight_types(tflite_bytes),
-        "fit": fit_info, **results, "search": search_info, **details,
+        "fit": best.fit_info, **results, "search": search_info, **details,
         "metrics": metrics, "budget": verdicts, "budget_holds": budget_holds(verdicts),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"),
         "libraries": artifacts.library_versions(),
     }
+    if len(runs) > 1:
+        results["seeds"] = [
+            {"seed": run.seed, "validation_error": run.validation_error,
+             "metrics": run.metrics,
+             "budget_holds": budget_holds(check_budget(recipe.limits(), run.metrics)),
+             **({"noise": run.details["noise"]} if "noise" in run.details else {})}
+            for run in runs]
+        results["seed_summary"] = seed_summary(runs)
     stem = f"{task.name}_{args.version}"
     files = {f"{stem}.tflite.zlib": compressed, f"{stem}.json": artifacts.json_bytes(results),
              **c_files(task, args, stem, tflite_bytes, metrics, details, data)}
     artifacts.publish(args.out_dir, files)
-    rows.append(task.row(f"shipped ({recipe.quantization}"
-                         f"{', pruned' if recipe.sparsity else ''})", metrics))
+    label = f"{recipe.quantization}{', pruned' if recipe.sparsity else ''}"
+    for run in runs:
+        name = (f"seed {run.seed}{', shipped' if run is best else ''} ({label})"
+                if len(runs) > 1 else f"shipped ({label})")
+        rows.append(task.row(name, run.metrics))
+    extra = []
+    if len(runs) > 1:
+        summary = results["seed_summary"]
+        extra = ["", f"over {len(runs)} seeds (mean ± std): " + ", ".join(
+            f"{k} {v['mean']:g} ± {v['std']:g}" for k, v in summary.items()),
+            f"shipped: seed {best.seed}, the lowest validation error "
+            f"({best.validation_error:.4f}); the budget holds for "
+            f"{sum(s['budget_holds'] for s in results['seeds'])} of {len(runs)} seeds"]
     return report(f"{task.name} {args.version}: test split, measured on the .tflite",
                   task.header, rows, verdicts,
-                  task.summary_lines(details, data) + micro_lines(metrics, details)
+                  task.summary_lines(details, data) + micro_lines(metrics, details) + extra
                   + [f"wrote {', '.join(os.path.join(args.out_dir, f) for f in files)}; "
-                     f"training took {train_seconds} s"])
+                     f"training took {sum(r.metrics['train_seconds'] for r in runs):g} s"])
 
 
 def c_files(task, args, stem, tflite_bytes, metrics, details, data):
