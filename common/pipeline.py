@@ -4,9 +4,9 @@ print the summary. Also the two other ways in: ``--evaluate`` (measure a given f
 write nothing) and ``--search`` (hand the version to the model search).
 
 A script supplies a ``Task``: its recipe table and the steps that are truly its own
-(data, model, metrics, printout). Nothing here imports TensorFlow: the task's
-``train`` and ``finish_model`` do, and so does measuring, after ``common.import_tensorflow``
-has loaded it quietly.
+(data, model, metrics, printout). Nothing here imports TensorFlow at import time:
+training, converting and measuring do, after ``common.import_tensorflow`` has loaded
+it quietly.
 """
 import dataclasses
 import datetime
@@ -27,8 +27,9 @@ class Task:
     ``name`` ("forecast", "kws": the artifacts are ``<name>_<version>.*``),
     ``description`` (the top of --help), ``recipes`` ({version: recipe}; a recipe is
     a frozen dataclass with ``limits()``), ``examples`` (command lines for --help),
-    ``header`` (the
-    summary table's columns), ``search_space`` (a ``search.SearchSpace`` or None).
+    ``header`` (the summary table's columns), ``classifier`` (outputs are class
+    scores), ``search_space`` (a ``SearchSpace``, for --search and for choosing
+    among --seeds by validation).
     """
     name = description = examples = ""
     classifier = False
