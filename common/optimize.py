@@ -14,16 +14,43 @@ INITIAL_SPARSITY = 0.30
 # not prunable there). tfmot prunes the kernel of these:
 PRUNED_LAYER_TYPES = (keras.layers.Dense, keras.layers.Conv2D)
 # tfmot's registry lists these with no prunable weight, so they stay dense:
-# DepthwiseConv2D's kernel (in tf_keras it is not a Conv2D subclass) and
-# BatchNormalization's per-channel vectors (folded into the conv by the converter).
+# DepthwiseConv2D's kernel (in tf_keras it is not a Conv2D subclass; ``prune`` swaps
+# it for PrunableDepthwiseConv2D unless ``depthwise=False``) and BatchNormalization's
+# per-channel vectors (folded into the conv by the converter).
 DENSE_LAYER_TYPES = (keras.layers.DepthwiseConv2D, keras.layers.BatchNormalization)
 
 
-def prune(model, final_sparsity, begin_step, end_step, frequency=100):
+@keras.utils.register_keras_serializable(package="tinyml")
+class PrunableDepthwiseConv2D(keras.layers.DepthwiseConv2D,
+                              tfmot.sparsity.keras.PrunableLayer):
+    """A DepthwiseConv2D whose kernel tfmot prunes (tfmot's registry gives the plain
+    layer no prunable weight). It lives only between ``prune`` and ``strip``: ``prune``
+    puts it in place of each DepthwiseConv2D, ``strip`` puts a plain DepthwiseConv2D
+    back with the same config and the pruned weights, so configs, conversion and the
+    .tflite op (DEPTHWISE_CONV_2D) are those of the model builders' own layer."""
+
+    def get_prunable_weights(self):
+        return [self.depthwise_kernel]
+
+
+def _retyped(layer, cls):
+    """A ``cls`` layer with ``layer``'s config and weights (same name)."""
+    twin = cls.from_config(layer.get_config())
+    twin.build(layer.get_input_shape_at(0))
+    twin.set_weights(layer.get_weights())
+    return twin
+
+
+def prune(model, final_sparsity, begin_step, end_step, frequency=100, depthwise=True):
     """Wrap every prunable layer for magnitude pruning with the reference polynomial
     schedule (0.30 -> ``final_sparsity`` between ``begin_step`` and ``end_step``).
     Returns ``(model, dense_layers)``: the names of the trainable layers whose kernel
-    (a weight of rank >= 2) stays dense, e.g. the DS-CNN's depthwise convolutions.
+    (a weight of rank >= 2) stays dense.
+
+    ``depthwise``: also prune DepthwiseConv2D kernels (the DS-CNN's ``dw1``, ``dw2``)
+    through PrunableDepthwiseConv2D, to the same schedule; with False they stay dense
+    and are listed in ``dense_layers``, as tfmot alone leaves them. Models without
+    depthwise layers (the forecaster) are pruned the same either way.
 
     Layers marked ``trainable=False`` (the forecaster's persistence skip) are left
     alone. Train the result with ``UpdatePruningStep`` in the callbacks; the weights
@@ -46,6 +73,14 @@ def prune(model, final_sparsity, begin_step, end_step, frequency=100):
     def wrap(layer):
         if not layer.trainable or not layer.weights:
             return layer
+        if depthwise and type(layer) is keras.layers.DepthwiseConv2D:
+            layer = _retyped(layer, PrunableDepthwiseConv2D)
+        if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):
+            pruned = layer.get_prunable_weights()
+            if any(len(w.shape) >= 2 and not any(w is p for p in pruned)
+                   for w in layer.trainable_weights):
+                dense_layers.append(layer.name)
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
         if type(layer) in PRUNED_LAYER_TYPES:
             return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
         if type(layer) in DENSE_LAYER_TYPES:
@@ -62,8 +97,14 @@ def prune(model, final_sparsity, begin_step, end_step, frequency=100):
 
 
 def strip(model):
-    """Remove the pruning wrappers (a no-op for an unpruned model)."""
-    return tfmot.sparsity.keras.strip_pruning(model)
+    """Remove the pruning wrappers, and turn each PrunableDepthwiseConv2D back into a
+    plain DepthwiseConv2D (a no-op for an unpruned model)."""
+    model = tfmot.sparsity.keras.strip_pruning(model)
+    if not any(isinstance(layer, PrunableDepthwiseConv2D) for layer in model.layers):
+        return model
+    return keras.models.clone_model(model, clone_function=lambda layer: (
+        _retyped(layer, keras.layers.DepthwiseConv2D)
+        if isinstance(layer, PrunableDepthwiseConv2D) else layer))
 
 
 def weight_sparsity(model):

@@ -52,12 +52,13 @@ class BestOnValidation(keras.callbacks.Callback):
 
 
 def fit(model, train, val, *, epochs, batch_size, lr_schedule, loss, optimizer,
-        sparsity=0.0, prune_epochs=(0, 1), metrics=(), verbose=1):
+        sparsity=0.0, prune_epochs=(0, 1), prune_depthwise=True, metrics=(), verbose=1):
     """Train (and prune, when ``sparsity`` > 0) and return ``(stripped_model, info)``.
 
     ``train`` and ``val`` are ``(x, y)`` arrays. Pruning runs from ``prune_epochs[0]``
     to ``prune_epochs[1]`` (clipped to the run's length); the best validation epoch is
-    chosen after it. ``info``: the kept epoch (1-based) and its validation loss, the
+    chosen after it. ``prune_depthwise``: prune DepthwiseConv2D kernels too (see
+    ``optimize.prune``). ``info``: the kept epoch (1-based) and its validation loss, the
     validation loss of every epoch, and ``dense_layers``, the trainable layers whose
     kernel pruning left dense (None without pruning).
     """
@@ -69,7 +70,8 @@ def fit(model, train, val, *, epochs, batch_size, lr_schedule, loss, optimizer,
         begin = min(prune_epochs[0], end - 1)
         model, dense_layers = optimize.prune(model, sparsity, begin * steps_per_epoch,
                                              end * steps_per_epoch,
-                                             frequency=steps_per_epoch)
+                                             frequency=steps_per_epoch,
+                                             depthwise=prune_depthwise)
         callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
         first_epoch = min(end, epochs - 1)
     best = BestOnValidation(first_epoch=first_epoch)

@@ -34,14 +34,26 @@ def textures(n, seed, shape=(16, 8, 1)):
     return x, y.astype(np.int64)
 
 
-def fit_ds_cnn(train, val, epochs, batch_size, sparsity=0.0, prune_epochs=(0, 1)):
+def fit_ds_cnn(train, val, epochs, batch_size, sparsity=0.0, prune_epochs=(0, 1),
+               **kwargs):
     training.set_seed(0)
     return training.fit(
         models.ds_cnn(0.05, train[0].shape[1:], (2, 1), n_classes=4), train, val,
         epochs=epochs, batch_size=batch_size, lr_schedule=training.step_schedule(0.01, ()),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"], sparsity=sparsity,
-        prune_epochs=prune_epochs, verbose=0)
+        prune_epochs=prune_epochs, verbose=0, **kwargs)
+
+
+def tflite_ops(tflite_bytes):
+    """The builtin op name of every operator in a .tflite, in execution order."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items()
+             if not name.startswith("_")}
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite_bytes))
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    return [names[codes[op.opcodeIndex]] for sg in model.subgraphs for op in sg.operators]
 
 
 def write_wav(path, samples, rate=16000):
@@ -195,17 +207,30 @@ def pruned_ds_cnn():
 @pytest.mark.parametrize("mode", ["float", "int8"])
 def test_pruned_tflite_weights_are_sparse(pruned_ds_cnn, mode):
     model, info, calibration = pruned_ds_cnn
-    tensors = optimize.tflite_weight_sparsity(optimize.convert(model, mode, calibration))
+    tflite = optimize.convert(model, mode, calibration)
+    tensors = optimize.tflite_weight_sparsity(tflite)
     filters = models.hidden_units(0.05, base=256)
-    # tfmot has no prunable weight in DepthwiseConv2D ([1, 3, 3, C] in TFLite)
-    depthwise = [t for t in tensors if t["shape"] == [1, 3, 3, filters]]
+    depthwise = [t for t in tensors if t["shape"] == [1, 3, 3, filters]]  # TFLite layout
     kernels = [t for t in tensors if t not in depthwise]
     assert len(depthwise) == 2 and len(kernels) == 4  # conv, pw1, pw2, logits
-    for t in kernels:
+    for t in kernels + depthwise:  # depthwise too: PrunableDepthwiseConv2D (issue 10)
         assert t["zeros"] == pytest.approx(0.8, abs=0.03), t
-    for t in depthwise:
-        assert t["zeros"] < 0.2, t
+    assert info["dense_layers"] == []
+    # strip gave back plain layers: the file has the plain depthwise op
+    assert [type(layer) for layer in model.layers
+            if isinstance(layer, keras.layers.DepthwiseConv2D)] == [
+                keras.layers.DepthwiseConv2D] * 2
+    assert tflite_ops(tflite).count("DEPTHWISE_CONV_2D") == 2
+
+
+def test_depthwise_pruning_can_be_turned_off():
+    train, val = textures(64, 0), textures(16, 1)
+    model, info = fit_ds_cnn(train, val, epochs=2, batch_size=32, sparsity=0.8,
+                             prune_epochs=(0, 1), prune_depthwise=False)
     assert info["dense_layers"] == ["dw1", "dw2"]
+    reached = optimize.weight_sparsity(model)
+    assert reached["dw1"] < 0.2 and reached["dw2"] < 0.2
+    assert reached["pw1"] == pytest.approx(0.8, abs=0.03)
 
 
 # --- 5. the kept checkpoint comes from after pruning -------------------------
@@ -272,6 +297,11 @@ def test_kws_end_to_end_reaches_high_accuracy_on_tones(tmp_path, capsys):
 def test_prune_reports_dense_layers_and_rejects_unknown_ones():
     model = models.ds_cnn(0.05, (16, 8, 1), (2, 1), n_classes=4)
     pruned, dense = optimize.prune(model, 0.5, 0, 10, frequency=10)
+    wrapped = [layer.name for layer in pruned.layers if "prune_low_magnitude" in layer.name]
+    assert sorted(wrapped) == sorted(f"prune_low_magnitude_{name}" for name in
+                                     ("conv", "dw1", "pw1", "dw2", "pw2", "logits"))
+    assert dense == []
+    pruned, dense = optimize.prune(model, 0.5, 0, 10, frequency=10, depthwise=False)
     wrapped = [layer.name for layer in pruned.layers if "prune_low_magnitude" in layer.name]
     assert sorted(wrapped) == sorted(f"prune_low_magnitude_{name}"
                                      for name in ("conv", "pw1", "pw2", "logits"))

@@ -64,6 +64,28 @@ def test_int8_conversion_has_int8_weights_and_runs():
     assert runner(calibration[0]).shape == (8,)
 
 
+def test_depthwise_pruning_leaves_unpruned_conversion_unchanged():
+    """Issue 10: only ``prune`` swaps in PrunableDepthwiseConv2D, and ``strip`` swaps
+    it back, so an unpruned model (kws b, c) converts to the same bytes, and a
+    prune/strip round trip without training leaves no trace in config or file."""
+    training.set_seed(0)
+    model = models.ds_cnn(0.05, (49, 10, 1), (2, 1))
+    calibration = np.random.default_rng(0).normal(size=(8, 49, 10, 1)).astype(np.float32)
+    reference = optimize.convert(model, "int8", calibration)
+    config = model.get_config()
+    classes = [layer["class_name"] for layer in config["layers"]]
+    assert classes.count("DepthwiseConv2D") == 2 and "Prunable" not in str(config)
+    pruned, dense = optimize.prune(model, 0.8, 0, 10, frequency=10)
+    assert dense == [] and sum(isinstance(getattr(layer, "layer", None),
+                                          optimize.PrunableDepthwiseConv2D)
+                               for layer in pruned.layers) == 2
+    stripped = optimize.strip(pruned)
+    assert stripped.get_config() == config
+    assert optimize.convert(stripped, "int8", calibration) == reference
+    assert optimize.convert(model, "int8", calibration) == reference  # model untouched
+    assert optimize.strip(model).get_config() == config  # no-op without pruning
+
+
 def test_float_conversion_matches_keras_and_slim_removes_names():
     x, _ = tiny_regression(8)
     model = models.mlp(0.3, 1, NORMALIZER)
