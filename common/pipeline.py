@@ -389,7 +389,7 @@ def search_task(task, args, recipe, data):
 
     name = f"{task.name}_{args.version}"
     shipped = os.path.join(args.out_dir, f"{name}.json")
-    ref_bytes, ref_metrics = space.reference[args.version]
+    ref_bytes, ref_metrics = space.reference.get(args.version, (None, None))
     return search.SearchTask(
         name=name, base_recipe=recipe,
         suggest=lambda trial, base: space.suggest(trial, base, fixed), evaluate=evaluate,
@@ -400,7 +400,7 @@ def search_task(task, args, recipe, data):
         markers=(("shipped model (test split)",
                   *search.load_marker(shipped, space.error, recipe)),
                  ("reference (published, test)", ref_bytes,
-                  space.error(ref_metrics, recipe))))
+                  ref_metrics and space.error(ref_metrics, recipe))))
 
 
 def verdict_rows(verdicts):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common import audio
+from common import audio, noise
 from common.errors import UserError
 
 URL = "http://storage.googleapis.com/download.tensorflow.org/data/mini_speech_commands.zip"
@@ -70,15 +70,64 @@ def compute_features(config, clips):
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Waveform augmentation, drawn once per copy: shift, gain and white noise."""
-    copies: int = 0                  # augmented copies of the training set
-    max_shift_s: float = 0.1         # random time shift, zero-filled
-    gain_range: tuple = (0.8, 1.2)
-    max_noise: float = 0.005         # white-noise standard deviation (full scale = 1)
+    """Waveform augmentation of the training set, drawn per example and per copy: a
+    time shift, a gain, then (for most examples) additive noise at a random SNR.
+
+    The SNR is relative to the example's own power after shift and gain (SPEC.md's
+    definition, ``noise.mix_at_snr``); the noise is coloured Gaussian noise
+    (``noise.colored_noise``) or, for a share of the noisy examples, background
+    speech: another clip of the same batch. The result is clipped to [-1, 1], as a
+    16-bit recording would hold it. Frozen and hashable (it keys cached features);
+    lists given for the tuple fields are stored as tuples.
+    """
+    copies: int = 0                  # augmented copies of the training set appended
+    max_shift_s: float = 0.1         # time shift, uniform in +-max_shift_s, zero-filled
+    gain_range: tuple = (0.8, 1.2)   # gain, uniform in [low, high]
+    snr_db_range: tuple = (0.0, 20.0)  # noisy examples: SNR in dB, uniform in [low, high]
+    clean_fraction: float = 0.2      # probability that an example gets no noise at all
+    colours: tuple = noise.COLOURS   # noise colours, one drawn uniformly per example
+    speech_fraction: float = 0.25    # probability that a noisy example's noise is
+    #                                  background speech instead: another clip of the
+    #                                  batch (another index), circularly shifted by a
+    #                                  uniform random offset, mixed at an SNR from
+    #                                  snr_db_range (coloured noise if that clip is silent)
+
+    def __post_init__(self):
+        for name in ("gain_range", "snr_db_range", "colours"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if len(self.snr_db_range) != 2 or self.snr_db_range[0] > self.snr_db_range[1]:
+            raise ValueError(f"snr_db_range must be (low, high) with low <= high, got "
+                             f"{self.snr_db_range}")
+        if len(self.gain_range) != 2 or self.gain_range[0] > self.gain_range[1]:
+            raise ValueError(f"gain_range must be (low, high) with low <= high, got "
+                             f"{self.gain_range}")
+        for name in ("clean_fraction", "speech_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        unknown = [c for c in self.colours if c not in noise.COLOURS]
+        if unknown or not self.colours:
+            raise ValueError(f"colours must be a non-empty choice of "
+                             f"{', '.join(noise.COLOURS)}, got {self.colours}")
+        if self.max_shift_s < 0:
+            raise ValueError(f"max_shift_s must be >= 0, got {self.max_shift_s}")
+
+
+_MIX_ROWS = 256  # examples mixed at once: bounds the temporaries' memory
 
 
 def augment(clips, aug, rng):
-    """One augmented copy of ``clips`` (``[n, samples]``)."""
+    """One augmented copy of ``clips`` (``[n, samples]``, float32), every random draw
+    from ``rng`` (the same seed gives the same copy); ``clips`` is not modified.
+
+    Per example: a zero-filled shift, a gain; then with probability
+    ``1 - aug.clean_fraction`` noise at an SNR uniform in ``aug.snr_db_range`` dB
+    (relative to the shifted, scaled example): background speech (another clip,
+    circularly shifted) with probability ``aug.speech_fraction``, else Gaussian
+    noise of a colour drawn from ``aug.colours``. Clipped to [-1, 1]. A silent
+    example gets no noise (its SNR is undefined). Noise of one colour is made for
+    all its examples at once (``noise.colored_noise`` with ``count``).
+    """
+    clips = np.asarray(clips, np.float32)
     n, length = clips.shape
     max_shift = int(aug.max_shift_s * length)
     out = np.zeros_like(clips)
@@ -89,9 +138,31 @@ def augment(clips, aug, rng):
         else:
             out[i, :shift] = clips[i, -shift:]
     out *= rng.uniform(*aug.gain_range, (n, 1)).astype(np.float32)
-    out += (rng.normal(size=out.shape) * rng.uniform(0, aug.max_noise, (n, 1))
-            ).astype(np.float32)
-    return np.clip(out, -1.0, 1.0)
+
+    noisy = rng.random(n) >= aug.clean_fraction
+    snrs = rng.uniform(*aug.snr_db_range, n)
+    speech = noisy & (rng.random(n) < aug.speech_fraction) & (n > 1)
+    colour_of = rng.integers(0, len(aug.colours), n)
+    partner = (np.arange(n) + rng.integers(1, max(n, 2), n)) % n  # never the example
+    offsets = rng.integers(0, length, n)
+
+    silent = np.concatenate([noise.power(clips[i:i + _MIX_ROWS]) == 0
+                             for i in range(0, n, _MIX_ROWS)] or [np.zeros(0, bool)])
+    speech &= ~silent[partner]  # a silent partner: coloured noise instead
+    speech_rows = np.flatnonzero(speech)
+    for start in range(0, len(speech_rows), _MIX_ROWS):
+        rows = speech_rows[start:start + _MIX_ROWS]
+        background = np.stack([np.roll(clips[partner[i]], offsets[i]) for i in rows])
+        out[rows] = noise.mix_at_snr(out[rows], background, snrs[rows])
+
+    for c, colour in enumerate(aug.colours):
+        rows = np.flatnonzero(noisy & ~speech & (colour_of == c))
+        for start in range(0, len(rows), _MIX_ROWS):
+            chunk = rows[start:start + _MIX_ROWS]
+            out[chunk] = noise.mix_at_snr(
+                out[chunk], noise.colored_noise(colour, length, rng, count=len(chunk)),
+                snrs[chunk])
+    return np.clip(out, -1.0, 1.0, out=out)
 
 
 @dataclass

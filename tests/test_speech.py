@@ -43,7 +43,12 @@ def test_augmented_copies_keep_the_label_of_their_clip():
                       for i in range(n)]).astype(np.float32)
     y = np.random.default_rng(0).permutation(np.arange(n) % 8)  # 2 clips a label, unsorted
     clips = speech.Clips(list(LABELS), {"train": (waves, y)}, {})
-    x, y_aug = speech.featurize(clips, config, speech.Augmentation(copies=2), seed=0).train
+    # a row is recognised by its loudest frequency bin: keep the noise 10 dB or more
+    # below the tone (at 0 dB a background clip is as loud as the clip itself, and
+    # brown noise outweighs the tone's bin in the lowest ones); every kind of noise
+    # (white, pink, brown, another clip) is still mixed in
+    aug = speech.Augmentation(copies=2, snr_db_range=(10.0, 20.0))
+    x, y_aug = speech.featurize(clips, config, aug, seed=0).train
     assert x.shape == (3 * n,) + config.shape and y_aug.shape == (3 * n,)
     clip_of_row = np.round((x[..., 0].mean(axis=1).argmax(axis=1) - 4) / 2).astype(int)
     assert np.bincount(clip_of_row, minlength=n).tolist() == [3] * n  # itself + 2 copies
