@@ -213,35 +213,35 @@ def round_mantissa(model, bits):
 TFLITE_TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}
 
 
-def weight_types(tflite_bytes):
-    """The element types of the model's constant tensors of rank >= 2 (the weights),
-    as dtype names: lets tests and reports check that weights really are int8."""
+def weight_tensors(tflite_bytes):
+    """``(tensor, bytes)`` of every constant tensor of rank >= 2 of a .tflite (the
+    weights), in tensor order."""
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite_bytes))
-    found = []
     for subgraph in model.subgraphs:
         for tensor in subgraph.tensors:
             data = model.buffers[tensor.buffer].data
             if data is not None and len(data) > 0 and len(tensor.shape) >= 2:
-                found.append(TFLITE_TYPES.get(tensor.type, str(tensor.type)))
-    return found
+                yield tensor, bytes(data)
+
+
+def weight_types(tflite_bytes):
+    """The element types of the model's weights, as dtype names: lets tests and
+    reports check that weights really are int8."""
+    return [TFLITE_TYPES.get(tensor.type, str(tensor.type))
+            for tensor, _ in weight_tensors(tflite_bytes)]
 
 
 def tflite_weight_sparsity(tflite_bytes):
-    """The fraction of zeros in each constant tensor of rank >= 2 (the weights) of a
-    .tflite, in tensor order: ``[{"shape": [...], "type": "int8", "zeros": 0.8}, ...]``.
+    """The fraction of zeros in each weight tensor of a .tflite, in tensor order:
+    ``[{"shape": [...], "type": "int8", "zeros": 0.8}, ...]``.
 
     Read from the shipped bytes, so it shows what pruning left after stripping,
     folding and quantization (TFLite's int8 weights are symmetric: zero is 0).
     """
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite_bytes))
     found = []
-    for subgraph in model.subgraphs:
-        for tensor in subgraph.tensors:
-            data = model.buffers[tensor.buffer].data
-            type_name = TFLITE_TYPES.get(tensor.type)
-            if data is None or len(data) == 0 or len(tensor.shape) < 2 or not type_name:
-                continue
-            values = np.frombuffer(bytes(data), type_name)
+    for tensor, data in weight_tensors(tflite_bytes):
+        type_name = TFLITE_TYPES.get(tensor.type)
+        if type_name:
             found.append({"shape": [int(d) for d in tensor.shape], "type": type_name,
-                          "zeros": float((values == 0).mean())})
+                          "zeros": float((np.frombuffer(data, type_name) == 0).mean())})
     return found
