@@ -8,6 +8,7 @@ window) or on the .tflite.zlib file (size).
 import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from common.cli import run_main
 # in training standard deviations: the test period can be colder or more humid than
 # any training window, and a clipped input costs far more than a coarser step.
 CALIBRATION_SIGMAS = 5.0
+NORMALIZATION = "normalization"  # the metadata entry holding the input statistics
 
 
 @dataclass(frozen=True)
@@ -145,10 +147,22 @@ class Forecast(pipeline.Task):
             args.csv_path = download_and_extract(
                 jena.URL, args.data_dir, os.path.join(args.data_dir, jena.FILENAME),
                 not args.no_download)
-        data = jena.prepare(jena.load_series(args.csv_path))
+        normalizer = None
+        if evaluating is not None:  # the model's own statistics, not this CSV's
+            from common import tflite_file
+            normalizer = jena.Normalizer(**json.loads(tflite_file.read_required(
+                evaluating.tflite_bytes, evaluating.path, NORMALIZATION)))
+        data = jena.prepare(jena.load_series(args.csv_path), normalizer)
         print(f"forecast {args.version}: {data.rows} rows from {args.csv_path}; "
               f"{len(data.train[0])} training windows", flush=True)
         return data
+
+    def finish_model(self, tflite_bytes, data, recipe):
+        """Record the input normalization in the file: the model is only right with
+        the statistics it was trained with (about 60 bytes compressed)."""
+        from common import tflite_file
+        return tflite_file.with_metadata(tflite_bytes, NORMALIZATION, json.dumps(
+            dataclasses.asdict(data.normalizer), separators=(",", ":")))
 
     def train(self, recipe, data, seed, verbose):
         """Train, prune, round and convert (the skip folded into the MLP: two ops
@@ -189,8 +203,7 @@ class Forecast(pipeline.Task):
                                            quantization="float")
         _, tflite_bytes, _ = self.train(float_recipe, data, args.seed, not args.quiet)
         metrics, _ = pipeline.measure(self, tflite_bytes, data, float_recipe, "test", args)
-        metrics.update(tflite_bytes=len(tflite_bytes),
-                       zlib_bytes=len(artifacts.compress(tflite_bytes)))
+        metrics.update(artifacts.sizes(tflite_bytes, artifacts.compress(tflite_bytes)))
         return [("float_unpruned", "float, unpruned", metrics)]
 
     def describe(self, args, data, recipe):

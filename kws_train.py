@@ -209,7 +209,7 @@ class KeywordSpotting(pipeline.Task):
                                        features.train[0][picks]), fit_info
 
     def finish_model(self, tflite_bytes, data, recipe):
-        """Record the label order in the file itself (about 70 bytes compressed)."""
+        """Record the label order in the file itself (``tflite_file``)."""
         from common import tflite_file
         return tflite_file.with_labels(tflite_bytes, data.labels)
 

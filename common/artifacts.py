@@ -60,12 +60,14 @@ def json_bytes(obj):
     return (json.dumps(obj, indent=2) + "\n").encode()
 
 
-def atomic_write_json(path, obj):
-    atomic_write_bytes(path, json_bytes(obj))
-
-
 def compress(tflite_bytes):
     return zlib.compress(tflite_bytes, ZLIB_LEVEL)
+
+
+def sizes(tflite_bytes, compressed):
+    """The size figures of a model: ``tflite_bytes`` (the flash a device needs) and
+    ``zlib_bytes`` (the shipped file, what the size budget judges)."""
+    return {"tflite_bytes": len(tflite_bytes), "zlib_bytes": len(compressed)}
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,9 @@ class ModelFile:
         """``tflite_bytes`` and ``zlib_bytes``: for a .tflite.zlib the file's own byte
         count (the verdict is on what the user has, however it was compressed); for
         a raw .tflite the size of the .tflite.zlib the pipeline would ship."""
-        zlib_bytes = self.file_bytes if self.compressed else len(compress(self.tflite_bytes))
-        return {"tflite_bytes": len(self.tflite_bytes), "zlib_bytes": zlib_bytes}
+        if self.compressed:
+            return {"tflite_bytes": len(self.tflite_bytes), "zlib_bytes": self.file_bytes}
+        return sizes(self.tflite_bytes, compress(self.tflite_bytes))
 
 
 def read_model(path):

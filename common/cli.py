@@ -5,6 +5,7 @@ is imported), one-line errors, signals, and the plain-text tables.
 Exit codes: see ``common.errors``.
 """
 import argparse
+import math
 import os
 import signal
 import sys
@@ -27,9 +28,12 @@ def _number(kind, low=None, high=None, low_open=False, high_open=False):
     def parse(text):
         try:
             value = kind(text)
+            if not math.isfinite(value):
+                raise ValueError
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+                f"{text!r} is not {'an integer' if kind is int else 'a finite number'}"
+            ) from None
         too_low = low is not None and (value <= low if low_open else value < low)
         too_high = high is not None and (value >= high if high_open else value > high)
         if too_low or too_high:
@@ -44,7 +48,15 @@ def _number(kind, low=None, high=None, low_open=False, high_open=False):
 
 positive_int = _number(int, low=1)
 non_negative_int = _number(int, low=0)
+MAX_SEED = 2 ** 32 - 1  # numpy's and TensorFlow's seeds are 32-bit
+seed_number = _number(int, low=0, high=MAX_SEED)
 non_negative_float = _number(float, low=0.0)
+def folder_name(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty folder name")
+    return text
+
+
 def seed_list(text):
     """``"0,1,2"`` -> ``[0, 1, 2]``: distinct non-negative integers."""
     try:
@@ -52,8 +64,9 @@ def seed_list(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
                                          "integers") from None
-    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"{text!r}: seeds must be distinct and >= 0")
+    if not all(0 <= seed <= MAX_SEED for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: seeds must be distinct, in "
+                                         f"[0, {MAX_SEED}]")
     return seeds
 
 
@@ -81,10 +94,10 @@ def base_parser(description, recipes, examples=""):
                         help="which recipe and budget to build (see the README's table)")
     parser.add_argument("--data-dir", default="data",
                         help="where the dataset is, or is downloaded to (default: data)")
-    parser.add_argument("--out-dir", default="models",
+    parser.add_argument("--out-dir", default="models", type=folder_name,
                         help="where the .tflite.zlib and .json are written (default: "
                              "models; created only when there is something to write)")
-    parser.add_argument("--seed", type=non_negative_int, default=0,
+    parser.add_argument("--seed", type=seed_number, default=0,
                         help="random seed (default: 0)")
     parser.add_argument("--seeds", type=seed_list, metavar="S,S,...",
                         help="train one model per seed, report every metric's mean and "
@@ -115,10 +128,11 @@ def base_parser(description, recipes, examples=""):
                              "tensor arena, ops (default: on when tflite-micro is "
                              "installed)")
     device.add_argument("--max-flash-bytes", type=positive_int, metavar="B",
-                        help="add a budget on the raw .tflite (flash) bytes")
+                        help="add (or tighten) a budget on the raw .tflite (flash) bytes")
     device.add_argument("--max-arena-bytes", type=positive_int, metavar="B",
-                        help="add a budget on TFLM's tensor arena bytes (with --search: "
-                             "find the best model that fits a microcontroller's RAM)")
+                        help="add (or tighten) a budget on TFLM's tensor arena bytes "
+                             "(with --search: find the best model that fits a "
+                             "microcontroller's RAM)")
     device.add_argument("--export-c", action="store_true",
                         help="also write OUT_DIR/<model>_model_data.{h,cc}: the model as "
                              "a C array for a TFLM firmware, with its arena size, input "

@@ -112,9 +112,11 @@ class ForecastData:
     rows: int
 
 
-def prepare(series):
+def prepare(series, normalizer=None):
+    """Windows of the three splits, inputs normalized with ``normalizer`` (a model's
+    own, under --evaluate) or, by default, the training split's statistics."""
     train, val, test = split(series)
-    normalizer = Normalizer.fit(train)
+    normalizer = normalizer or Normalizer.fit(train)
     return ForecastData(normalizer, make_windows(train, normalizer),
                         make_windows(val, normalizer), make_windows(test, normalizer),
                         len(series))

@@ -103,18 +103,39 @@ def parse_args(task, argv):
     search.add_arguments(parser)
     args = parser.parse_args(argv)
     args.argv = tuple(sys.argv[1:] if argv is None else argv)
+    check_combinations(args)
     args.seeds = args.seeds or [args.seed]
     args.seed = args.seeds[0]
     cli.quiet_libraries(args.verbose)
     return args
 
 
+def check_combinations(args):
+    """Options that would be silently ignored together are an error instead."""
+    if args.evaluate:
+        ignored = [f"--{name.replace('_', '-')}" for name in
+                   cli.RECIPE_KNOBS + ("seeds", "search", "export_trial")
+                   if getattr(args, name) is not None] + (["--export-best"]
+                                                          if args.export_best else [])
+        if ignored:
+            raise UserError(f"--evaluate measures a given model: {', '.join(ignored)} "
+                            "would be ignored")
+    if args.export_max_bytes is not None and not args.export_best:
+        raise UserError("--export-max-bytes goes with --export-best")
+
+
 def resolve_recipe(recipes, args):
-    """The version's recipe with the command line's --epochs/--alpha/--sparsity applied."""
-    overrides = {name: getattr(args, name)
-                 for name in cli.RECIPE_KNOBS + cli.BUDGET_OVERRIDES
+    """The version's recipe with the command line's --epochs/--alpha/--sparsity
+    applied, and its device budgets tightened (never loosened) by
+    --max-flash-bytes/--max-arena-bytes."""
+    recipe = recipes[args.version]
+    overrides = {name: getattr(args, name) for name in cli.RECIPE_KNOBS
                  if getattr(args, name) is not None}
-    return dataclasses.replace(recipes[args.version], **overrides)
+    for name in cli.BUDGET_OVERRIDES:
+        asked, own = getattr(args, name), getattr(recipe, name)
+        if asked is not None:
+            overrides[name] = asked if own is None else min(asked, own)
+    return dataclasses.replace(recipe, **overrides)
 
 
 def resolve_micro(args, recipe):
@@ -141,6 +162,8 @@ def main(task, argv=None):
     if args.evaluate:
         return evaluate(task, args, recipe)
     artifacts.check_output_dir(args.out_dir)
+    if search.wants_search(args):
+        search.require_study(args, f"{task.name}_{args.version}")
     data = task.load(args, recipe)
     search_info = None
     if search.wants_search(args):
@@ -192,6 +215,7 @@ class SeedRun:
     seed: int
     model: object
     tflite_bytes: bytes
+    compressed: bytes
     fit_info: dict
     validation_error: float
     metrics: dict
@@ -209,16 +233,16 @@ def train_seed(task, args, recipe, data, seed):
     from common.runtime import Runner
     val_metrics, _ = task.score(Runner(tflite_bytes).predict(x), y, data)
     metrics, details = measure(task, tflite_bytes, data, recipe, "test", args)
-    metrics.update(tflite_bytes=len(tflite_bytes),
-                   zlib_bytes=len(artifacts.compress(tflite_bytes)),
-                   train_seconds=train_seconds)
-    return SeedRun(seed, model, tflite_bytes, fit_info,
+    compressed = artifacts.compress(tflite_bytes)
+    metrics.update(artifacts.sizes(tflite_bytes, compressed), train_seconds=train_seconds)
+    return SeedRun(seed, model, tflite_bytes, compressed, fit_info,
                    task.search_space.error(val_metrics, recipe), metrics, details)
 
 
 def seed_summary(runs):
     """Mean and (population) standard deviation over seeds of every numeric metric."""
-    keys = [k for k, v in runs[0].metrics.items() if isinstance(v, (int, float))]
+    keys = [k for k, v in runs[0].metrics.items()
+            if isinstance(v, (int, float)) and not k.endswith("clips")]
     values = {k: [run.metrics[k] for run in runs] for k in keys}
     return {k: {"mean": round(statistics.fmean(v), 4),
                 "std": round(statistics.pstdev(v), 4)} for k, v in values.items()}
@@ -234,8 +258,8 @@ def train_and_ship(task, args, recipe, data, search_info=None):
         results[key] = metrics
     runs = [train_seed(task, args, recipe, data, seed) for seed in args.seeds]
     best = min(runs, key=lambda run: run.validation_error)
-    metrics, details, tflite_bytes = best.metrics, best.details, best.tflite_bytes
-    compressed = artifacts.compress(tflite_bytes)
+    metrics, details = best.metrics, best.details
+    tflite_bytes, compressed = best.tflite_bytes, best.compressed
     from common import optimize
     verdicts = check_budget(recipe.limits(), metrics)
     results = {
@@ -313,7 +337,10 @@ def micro_lines(metrics, details):
 
 
 def evaluate(task, args, recipe):
-    """Measure a given model file on the test split and judge it; write nothing."""
+    """Measure a given model file on the test split and judge it; write nothing but
+    the C source --export-c asks for."""
+    if args.export_c:
+        artifacts.check_output_dir(args.out_dir)
     model = artifacts.read_model(args.evaluate)
     data = task.load(args, recipe, evaluating=model)
     metrics, details = measure(task, model.tflite_bytes, data, recipe, "test", args)
@@ -325,7 +352,6 @@ def evaluate(task, args, recipe):
     stem = os.path.basename(args.evaluate).split(".")[0]
     files = c_files(task, args, stem, model.tflite_bytes, metrics, details, data)
     if files:
-        artifacts.check_output_dir(args.out_dir)
         artifacts.publish(args.out_dir, files)
         size_note += f"; wrote {', '.join(os.path.join(args.out_dir, f) for f in files)}"
     return report(f"{task.name} {args.version}: {args.evaluate} on the test split",
@@ -383,8 +409,7 @@ def search_task(task, args, recipe, data):
     def evaluate(trial_recipe, seed):
         _, tflite_bytes, _ = task.train(trial_recipe, data, seed, verbose=False)
         metrics, _ = measure(task, tflite_bytes, data, trial_recipe, "val", measure_args)
-        metrics.update(tflite_bytes=len(tflite_bytes),
-                       zlib_bytes=len(artifacts.compress(tflite_bytes)))
+        metrics.update(artifacts.sizes(tflite_bytes, artifacts.compress(tflite_bytes)))
         return metrics
 
     name = f"{task.name}_{args.version}"

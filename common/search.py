@@ -437,6 +437,15 @@ def chosen_trial(study, number=None, max_bytes=None):
     return min(feasible, key=lambda t: (t.values[1], t.values[0]))
 
 
+def require_study(args, name):
+    """Exporting without searching needs a study: check before anything is written
+    (opening a missing SQLite study would create it)."""
+    default_db = os.path.join(args.out_dir, "search", f"{name}.db")
+    if not args.search and not args.storage and not os.path.exists(default_db):
+        raise UserError(f"there is no study to export from ({default_db} is missing): "
+                        "run --search N first")
+
+
 def run(task, args):
     """Run or resume the search, write the CSV and the plot; return ``(recipe, info)``
     for ``--export-best`` / ``--export-trial`` (the trial's recipe, and what the run's JSON
@@ -447,7 +456,10 @@ def run(task, args):
         import matplotlib  # noqa: F401
     except ImportError:
         raise UserError(f"--search needs Optuna and matplotlib: {INSTALL_HINT}") from None
+    require_study(args, task.name)
     study = open_study(task, args)
+    if not args.search and not args.search_worker:
+        chosen_trial(study, args.export_trial, args.export_max_bytes)  # fail before writing
     if args.search:
         print(f"search {task.name}: {len(finished(study))} finished trials in the study, "
               f"target {args.search} (sampler seed {sampler_seed(args)})", flush=True)
@@ -490,9 +502,9 @@ def add_arguments(parser):
     group.add_argument("--export-best", action="store_true",
                        help="retrain the lowest-error feasible trial and ship it as the "
                             "version's model (one test evaluation)")
-    group.add_argument("--export-trial", type=int, metavar="N",
+    group.add_argument("--export-trial", type=cli.non_negative_int, metavar="N",
                        help="like --export-best, for trial number N")
-    group.add_argument("--export-max-bytes", type=int, metavar="B",
+    group.add_argument("--export-max-bytes", type=cli.positive_int, metavar="B",
                        help="with --export-best: only trials of at most B bytes "
                             "(a size target tighter than the budget)")
     group.add_argument("--search-worker", type=int, default=0, help=argparse.SUPPRESS)

@@ -24,11 +24,16 @@ def read_split(split_dir, split, data_dir):
     used, under ``data_dir``. Raises UserError for a missing list or listed file."""
     list_path = split_list_path(split_dir, split)
     try:
-        with open(list_path) as f:
+        with open(list_path, encoding="utf-8") as f:
             lines = [line.strip() for line in f if line.strip()]
+    except IsADirectoryError:
+        raise UserError(f"split list {list_path!r} is a folder, not a text file") from None
     except OSError:
         raise UserError(f"split list {list_path!r} is missing; pass --split-dir with "
                         "the folder holding kws_{train,val,test}_split.txt") from None
+    except UnicodeDecodeError:
+        raise UserError(f"split list {list_path!r} is not UTF-8 text (one WAV path per "
+                        "line)") from None
     if not lines:
         raise UserError(f"split list {list_path!r} is empty")
     paths, labels = [], []
@@ -195,6 +200,17 @@ def check_label_sets(split_labels, expected, source):
                             f"hold the same {len(expected)} labels ({', '.join(expected)})")
 
 
+def check_disjoint(split_paths):
+    """No clip may be in two splits: a test clip seen in training inflates accuracy."""
+    seen = {}
+    for list_path, paths in split_paths.items():
+        for path in paths:
+            other = seen.setdefault(os.path.realpath(path), list_path)
+            if other != list_path:
+                raise UserError(f"{path!r} is listed in both {other} and {list_path}; "
+                                "the splits must not share clips")
+
+
 def load_splits(data_dir, split_dir, sample_rate, splits=SPLITS, labels=None):
     """Read the split lists of ``splits`` and load their clips (once per sample rate).
 
@@ -211,6 +227,7 @@ def load_splits(data_dir, split_dir, sample_rate, splits=SPLITS, labels=None):
         source = "the model"
     check_label_sets({split_list_path(split_dir, s): split_paths[s][1] for s in splits},
                      labels, source)
+    check_disjoint({split_list_path(split_dir, s): split_paths[s][0] for s in splits})
     index = {name: i for i, name in enumerate(labels)}
     loaded, digests = {}, {}
     for split in splits:
@@ -256,16 +273,15 @@ class Corpus:
             self.labels = self.clips[sample_rate].labels
         return self.clips[sample_rate]
 
-    def data(self, recipe, seed=None):
+    def data(self, recipe):
         """``recipe``'s features of every loaded split (``SpeechData``), the training
-        split augmented with ``seed`` (default: the run's)."""
-        seed = self.seed if seed is None else seed
-        key = (recipe.features, recipe.augmentation, seed)
+        split's augmented copies drawn with the run's seed (shared by --seeds)."""
+        key = (recipe.features, recipe.augmentation)
         if key not in self.features:
             start = time.time()
             clips = self.load(recipe.features.sample_rate)
             self.features[key] = featurize(clips, recipe.features, recipe.augmentation,
-                                           seed)
+                                           self.seed)
             examples = sum(len(getattr(self.features[key], s)[1]) for s in SPLITS)
             print(f"{recipe.features.kind} features {list(recipe.features.shape)} of "
                   f"{examples} examples in {time.time() - start:.0f} s", flush=True)

@@ -1,8 +1,9 @@
 """What a shipped .tflite carries besides its graph: named metadata entries, such as
 the label order of a classifier, so the file itself says what its outputs mean.
 
-Interpreters ignore metadata (TFLite's and TensorFlow Lite Micro's alike); a
-classifier's labels cost about 40 bytes of the compressed file.
+Interpreters ignore metadata (TFLite's and TensorFlow Lite Micro's alike): a
+classifier's eight labels cost about 70 bytes of the compressed file, the
+forecaster's input statistics about 60.
 """
 import common
 from common.errors import UserError
@@ -33,8 +34,13 @@ def with_metadata(tflite_bytes, name, text):
 
 
 def read_metadata(tflite_bytes, name):
-    """The text of metadata entry ``name``, or None when the model has none."""
-    model = _flatbuffer_utils().convert_bytearray_to_object(bytearray(tflite_bytes))
+    """The text of metadata entry ``name``, or None when the model has none. A
+    flatbuffer that cannot be parsed is a UserError."""
+    try:
+        model = _flatbuffer_utils().convert_bytearray_to_object(bytearray(tflite_bytes))
+    except Exception as err:  # a truncated flatbuffer raises struct.error and others
+        raise UserError(f"the model file is damaged: its flatbuffer cannot be read "
+                        f"({type(err).__name__})") from None
     for entry in model.metadata or []:
         if entry.name == name.encode():
             return bytes(model.buffers[entry.buffer].data).decode()
@@ -46,11 +52,15 @@ def with_labels(tflite_bytes, labels):
     return with_metadata(tflite_bytes, LABELS, "\n".join(labels))
 
 
-def read_labels(tflite_bytes, path):
-    """The label order recorded in the model; a model without one is a UserError
-    (``path`` names it)."""
-    text = read_metadata(tflite_bytes, LABELS)
+def read_required(tflite_bytes, path, name):
+    """Metadata entry ``name``; a model without it is a UserError (``path`` names it)."""
+    text = read_metadata(tflite_bytes, name)
     if not text:
-        raise UserError(f"{path!r} records no label order (no '{LABELS}' metadata): "
-                        "models written by this pipeline carry one; retrain it")
-    return text.split("\n")
+        raise UserError(f"{path!r} records no {name} (no '{name}' metadata): models "
+                        "written by this pipeline carry it; retrain it")
+    return text
+
+
+def read_labels(tflite_bytes, path):
+    """The label order recorded in the model (a UserError when it has none)."""
+    return read_required(tflite_bytes, path, LABELS).split("\n")

@@ -86,7 +86,15 @@ def test_unknown_version_is_a_one_line_error():
 @pytest.mark.parametrize("args, fragment", [
     (["--version", "a", "--csv", "/no/such.csv"], "does not exist"),
     (["--version", "a", "--epochs", "0"], "--epochs"),
-    (["--version", "a", "--sparsity", "x"], "not a number"),
+    (["--version", "a", "--sparsity", "x"], "not a finite number"),
+    (["--version", "a", "--alpha", "nan"], "not a finite number"),
+    (["--version", "a", "--seed", str(2 ** 32)], "--seed"),
+    (["--version", "a", "--seeds", "1,,2"], "--seeds"),
+    (["--version", "a", "--out-dir", ""], "empty folder name"),
+    (["--version", "a", "--evaluate", "m.tflite", "--alpha", "0.2"], "--alpha would be"),
+    (["--version", "a", "--export-max-bytes", "900"], "goes with --export-best"),
+    (["--version", "a", "--export-trial", "3", "--out-dir", "/tmp/no-study-here"],
+     "no study to export from"),
     (["--version", "a", "--bogus"], "unrecognized arguments"),
 ])
 def test_bad_input_is_one_stderr_line_before_tensorflow_loads(args, fragment):

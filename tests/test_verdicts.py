@@ -45,6 +45,55 @@ def test_evaluate_judges_the_bytes_of_the_file_given(tmp_path, capsys):
     assert f"raw .tflite ({len(tflite)} B)" in out_text
 
 
+def test_forecast_evaluate_normalizes_with_the_models_own_statistics(tmp_path, capsys):
+    csv = write_jena_csv(tmp_path / "jena.csv", 600)
+    out = tmp_path / "out"
+    run_in_process(forecast_train.main, ["--version", "b", "--csv", str(csv), "--epochs",
+                                         "2", "--quiet", "--out-dir", str(out)], capsys)
+    report = json.loads((out / "forecast_b.json").read_text())
+    # the same test rows, but training rows 10 degC warmer: other CSV statistics
+    lines = csv.read_text().splitlines()
+    for i in range(1, int(0.7 * 600)):
+        cells = lines[i].split(",")
+        cells[2] = f"{float(cells[2]) + 10:.2f}"
+        lines[i] = ",".join(cells)
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text("\n".join(lines) + "\n")
+    _, out_text, _ = run_in_process(forecast_train.main, [
+        "--version", "b", "--csv", str(shifted), "--evaluate",
+        str(out / "forecast_b.tflite.zlib")], capsys)
+    assert f"t_mae < 0.6        {report['metrics']['t_mae']:g}" in out_text
+
+
+def test_device_budgets_from_the_command_line_only_tighten():
+    from common import cli, pipeline
+    args = cli.base_parser("", kws_train.RECIPES).parse_args(
+        ["--version", "d", "--max-flash-bytes", "999999", "--max-arena-bytes", "1000"])
+    recipe = pipeline.resolve_recipe(kws_train.RECIPES, args)
+    assert (recipe.max_flash_bytes, recipe.max_arena_bytes) == (32768, 1000)
+
+
+def test_damaged_model_and_list_files_are_one_line_errors(tmp_path, speech_dir, capsys):
+    tflite = zlib.decompress(open(os.path.join(MODELS, "kws_d.tflite.zlib"), "rb").read())
+    half = tmp_path / "half.tflite"
+    half.write_bytes(tflite[:len(tflite) // 2])
+    code, _, err = evaluate_kws(half, speech_dir, capsys)
+    assert_bad_input(code, err, "damaged")
+    (speech_dir / "kws_test_split.txt").write_bytes(b"\xff\xfe\x00bad")
+    code, _, err = evaluate_kws(os.path.join(MODELS, "kws_d.tflite.zlib"), speech_dir,
+                                capsys)
+    assert_bad_input(code, err, "not UTF-8")
+
+
+def test_splits_must_not_share_clips(tmp_path, speech_dir, capsys):
+    test_lines = (speech_dir / "kws_test_split.txt").read_text().split()
+    rewrite_list(speech_dir, "train", lambda lines: lines + test_lines[:1])
+    out = tmp_path / "out"
+    code, _, err = run_in_process(kws_train.main, [
+        "--version", "b", *kws_args(speech_dir, out, *FAST_KWS)], capsys)
+    assert_bad_input(code, err, "listed in both", out)
+
+
 def rewrite_list(split_dir, split, edit):
     path = split_dir / f"kws_{split}_split.txt"
     path.write_text("\n".join(edit(path.read_text().split())) + "\n")
@@ -95,7 +144,7 @@ def test_kws_evaluate_needs_labels_matching_the_outputs(trained_kws, speech_dir,
     unlabelled = tmp_path / "unlabelled.tflite"
     unlabelled.write_bytes(optimize.slim(tflite))  # slim drops the metadata
     code, _, err = evaluate_kws(unlabelled, speech_dir, capsys)
-    assert_bad_input(code, err, "records no label order")
+    assert_bad_input(code, err, "records no labels")
     seven = tmp_path / "seven.tflite"
     seven.write_bytes(tflite_file.with_labels(tflite, report["labels"][:7]))
     rewrite_list(speech_dir, "test", lambda lines: [l for l in lines if "/yes/" not in l])
