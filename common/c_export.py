@@ -1,5 +1,5 @@
-"""A model as C/C++ source for a TensorFlow Lite Micro firmware, the way TFLM's own
-examples ship theirs: an aligned byte array with its length, the tensor arena to
+"""A model as C++17 source (TFLM is C++) for a TensorFlow Lite Micro firmware, the way
+TFLM's own examples ship theirs: an aligned byte array with its length, the tensor arena to
 reserve, the input's shape and quantization, and what each output means."""
 import re
 

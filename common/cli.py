@@ -134,9 +134,9 @@ def base_parser(description, recipes, examples=""):
                              "(with --search: find the best model that fits a "
                              "microcontroller's RAM)")
     device.add_argument("--export-c", action="store_true",
-                        help="also write OUT_DIR/<model>_model_data.{h,cc}: the model as "
-                             "a C array for a TFLM firmware, with its arena size, input "
-                             "quantization and output names")
+                        help="also write OUT_DIR/<model>_model_data.{h,cc} (C++17): the "
+                             "model as a byte array for a TFLM firmware, its arena size, "
+                             "input quantization and output names")
     return parser
 
 
