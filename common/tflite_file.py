@@ -3,7 +3,7 @@ the label order of a classifier, so the file itself says what its outputs mean.
 
 Interpreters ignore metadata (TFLite's and TensorFlow Lite Micro's alike): a
 classifier's eight labels cost about 70 bytes of the compressed file, the
-forecaster's input statistics about 60.
+forecaster's input statistics about 100 (most of it the entry itself).
 """
 import common
 from common.errors import UserError
