@@ -109,14 +109,25 @@ def test_bad_input_is_one_stderr_line_before_tensorflow_loads(args, fragment):
     assert check.stdout.strip() == "False", check.stderr
 
 
-def test_model_error_after_tensorflow_loads_is_still_one_line(tmp_path):
-    # a TFLite header on garbage passes the file check; the interpreter rejects it
+def test_model_errors_after_tensorflow_loads_are_still_one_line(tmp_path):
+    import zlib
+    from common import tflite_file
+    csv = write_jena_csv(tmp_path / "jena.csv", 300)
+    # a TFLite header on garbage passes the file check, not the flatbuffer parser
     fake = tmp_path / "fake.tflite"
     fake.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 200)
-    csv = write_jena_csv(tmp_path / "jena.csv", 300)
     result = run_script("forecast_train.py", "--version", "a", "--csv", str(csv),
                         "--evaluate", str(fake))
-    assert_bad_input(result.returncode, result.stderr, "cannot load the model")
+    assert_bad_input(result.returncode, result.stderr, "records no normalization")
+    # a real model the interpreter builds (its XNNPACK line hidden), of the wrong shape
+    kws = zlib.decompress(open(os.path.join(ROOT, "models", "kws_d.tflite.zlib"),
+                               "rb").read())
+    wrong = tmp_path / "wrong.tflite"
+    wrong.write_bytes(tflite_file.with_metadata(kws, "normalization",
+                                                '{"mean":[0,0],"std":[1,1]}'))
+    result = run_script("forecast_train.py", "--version", "a", "--csv", str(csv),
+                        "--evaluate", str(wrong))
+    assert_bad_input(result.returncode, result.stderr, "the model takes input")
 
 
 @pytest.mark.parametrize("case", ["missing", "no_rh", "nan", "text", "few_rows"])
