@@ -75,7 +75,7 @@ RECIPES = {
     # defaults). a: wider and pruned (depthwise kernels too); b: dense; c: log-STFT
     # resized to 40x40 (56x56 needs a 124 kB arena); d: the micro_speech envelope,
     # under 20 KB of arena and 32 KB of flash.
-    "a": KwsRecipe(features=MFCC, alpha=0.45, sparsity=0.8, first_stride=STRIDE_2X2,
+    "a": KwsRecipe(features=MFCC, alpha=0.4, sparsity=0.8, first_stride=STRIDE_2X2,
                    max_zlib_bytes=25000),
     "b": KwsRecipe(features=MFCC, alpha=0.25, sparsity=0.0, first_stride=STRIDE_2X2,
                    max_zlib_bytes=35000, max_inference_ms=1.5),
