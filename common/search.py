@@ -512,7 +512,7 @@ def add_arguments(parser):
 
 def fixed_knobs(args):
     """The recipe knobs the command line fixed: the search leaves them alone."""
-    return {k for k in ("epochs", "alpha", "sparsity") if getattr(args, k) is not None}
+    return {k for k in cli.RECIPE_KNOBS if getattr(args, k) is not None}
 
 
 def wants_search(args):
