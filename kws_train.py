@@ -245,11 +245,10 @@ class KeywordSpotting(pipeline.Task):
         20, 10, 5 and 0 dB SNR, drawn from a fixed seed (the same noise for every
         model); ``accuracy_<snr>db`` is the mean of the two colours."""
         from common import noise
-        waves, y = data.load(recipe.features.sample_rate).splits[split]
+        y = data.load(recipe.features.sample_rate).splits[split][1]
         conditions = {}
-        for colour, snr in noise.REPORT_CONDITIONS:
-            noisy = noise.noisy_split(waves, colour, snr, noise.REPORT_SEED)  # saturated
-            predicted = runner.predict(speech.compute_features(recipe.features, noisy))
+        for (colour, snr), x in data.noisy_features(recipe.features, split).items():
+            predicted = runner.predict(x)
             conditions[f"{colour}_{snr}db"] = round(float(
                 (predicted.argmax(axis=1) == y).mean()), 4)
         snrs = sorted({snr for _, snr in noise.REPORT_CONDITIONS}, reverse=True)

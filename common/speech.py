@@ -263,7 +263,7 @@ class Corpus:
     def __init__(self, data_dir, split_dir, seed, splits=SPLITS, labels=None):
         self.data_dir, self.split_dir, self.seed = data_dir, split_dir, seed
         self.splits, self.labels = splits, labels
-        self.clips, self.features = {}, {}
+        self.clips, self.features, self.noisy = {}, {}, {}
 
     def load(self, sample_rate):
         """``speech.Clips`` at ``sample_rate``; the first load fixes the label order."""
@@ -272,6 +272,19 @@ class Corpus:
                                                   sample_rate, self.splits, self.labels)
             self.labels = self.clips[sample_rate].labels
         return self.clips[sample_rate]
+
+    def noisy_features(self, config, split):
+        """``{(colour, snr): features}`` of ``split`` with the noise report's fixed
+        noise added (saturated to full scale), computed once: every seed's model and
+        every model of a search share them."""
+        key = (config, split)
+        if key not in self.noisy:
+            waves = self.load(config.sample_rate).splits[split][0]
+            self.noisy[key] = {
+                (colour, snr): compute_features(
+                    config, noise.noisy_split(waves, colour, snr, noise.REPORT_SEED))
+                for colour, snr in noise.REPORT_CONDITIONS}
+        return self.noisy[key]
 
     def data(self, recipe):
         """``recipe``'s features of every loaded split (``SpeechData``), the training
