@@ -9,14 +9,18 @@ resampled and turned into features, then set input, invoke, read output).
 import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import argparse
+import dataclasses
 import os
 import statistics
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from common import artifacts, audio, cli, pipeline, speech
+from common import artifacts, audio, cli, distill, pipeline, speech
 from common.budget import Limit, device_limits
+from common.distill import Distillation
+from common.specaugment import SpecAugment
 from common.errors import UserError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,6 +55,8 @@ class KwsRecipe:
     prune_depthwise: bool = True     # with sparsity: depthwise kernels are pruned too
     max_flash_bytes: int = None      # raw .tflite bytes (optional device budget)
     max_arena_bytes: int = None      # TFLM tensor arena bytes (optional device budget)
+    spec_augment: SpecAugment = None  # feature masking, drawn per batch (None: off)
+    distillation: Distillation = None  # soft targets from a wider teacher (None: off)
 
     def first_strides(self):
         if self.first_stride is not None:
@@ -150,6 +156,32 @@ SEARCH_SPACE = pipeline.SearchSpace(
                "c": (26400, {"accuracy": 0.91})})
 
 
+def fit_ds_cnn(recipe, features, targets, seed, verbose):
+    """``(keras model, fit info)``: the recipe's DS-CNN trained (and pruned) on the
+    training features with ``targets`` (integer labels, or distributions when
+    distilling), the best validation epoch kept."""
+    import tf_keras as keras
+    from common import models, specaugment, training
+    training.set_seed(seed)
+    soft = targets.ndim == 2
+    val = features.val
+    if soft:
+        val = (val[0], distill.one_hot(val[1], targets.shape[1]))
+    loss = (keras.losses.CategoricalCrossentropy if soft
+            else keras.losses.SparseCategoricalCrossentropy)(from_logits=True)
+    return training.fit(
+        models.ds_cnn(recipe.alpha, recipe.features.shape, recipe.first_strides(),
+                      n_classes=len(features.labels)),
+        (features.train[0], targets), val, epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        lr_schedule=training.step_schedule(recipe.learning_rate, recipe.lr_drop_epochs),
+        loss=loss, optimizer=keras.optimizers.Adam(recipe.learning_rate),
+        metrics=["accuracy"], sparsity=recipe.sparsity, prune_epochs=recipe.prune_epochs,
+        prune_depthwise=recipe.prune_depthwise, verbose=2 if verbose else 0,
+        batch_transform=None if recipe.spec_augment is None
+        else specaugment.masker(recipe.spec_augment))
+
+
 class KeywordSpotting(pipeline.Task):
     name = "kws"
     classifier = True
@@ -159,6 +191,9 @@ class KeywordSpotting(pipeline.Task):
     header = ["model", "accuracy", "correct", "10 dB", "5 dB", ".tflite B",
               ".tflite.zlib B", "inference ms", "total ms"]
     search_space = SEARCH_SPACE
+
+    def __init__(self):
+        self.teachers = {}  # cache path -> the teacher's logits on the training split
 
     def add_arguments(self, parser):
         parser.add_argument("--split-dir", default=os.path.join(HERE, "data"),
@@ -190,23 +225,49 @@ class KeywordSpotting(pipeline.Task):
     def train(self, recipe, data, seed, verbose):
         """Train (and prune) the DS-CNN, keep the best validation epoch, convert to
         int8 calibrated on training clips only."""
-        import tf_keras as keras
-        from common import models, optimize, training
+        from common import optimize
         features = data.data(recipe)  # augmented once per run: the seeds share it
-        training.set_seed(seed)
-        model, fit_info = training.fit(
-            models.ds_cnn(recipe.alpha, recipe.features.shape, recipe.first_strides(),
-                          n_classes=len(features.labels)),
-            features.train, features.val, epochs=recipe.epochs,
-            batch_size=recipe.batch_size,
-            lr_schedule=training.step_schedule(recipe.learning_rate, recipe.lr_drop_epochs),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            optimizer=keras.optimizers.Adam(recipe.learning_rate), metrics=["accuracy"],
-            sparsity=recipe.sparsity, prune_epochs=recipe.prune_epochs,
-            prune_depthwise=recipe.prune_depthwise, verbose=2 if verbose else 0)
+        targets = features.train[1]
+        if recipe.distillation is not None:
+            targets = distill.soft_targets(targets, self.teacher_logits(recipe, data,
+                                                                        verbose),
+                                           recipe.distillation)
+        model, fit_info = fit_ds_cnn(recipe, features, targets, seed, verbose)
         picks = np.linspace(0, len(features.train[0]) - 1, CALIBRATION_CLIPS, dtype=int)
         return model, optimize.convert(model, recipe.quantization,
                                        features.train[0][picks]), fit_info
+
+    def teacher_logits(self, recipe, data, verbose):
+        """The teacher's logits on the training features: trained once (dense, at
+        ``teacher_alpha``, with the run's seed) and cached in memory and under
+        ``<data-dir>/cache/``; every seed and every version with the same features,
+        augmentation and training schedule shares them."""
+        teacher = dataclasses.replace(recipe, alpha=recipe.distillation.teacher_alpha,
+                                      sparsity=0.0, distillation=None)
+        features = data.data(recipe)
+        key = distill.cache_key(
+            clips=data.load(recipe.features.sample_rate).sha256["train"],
+            features=teacher.features, augmentation=teacher.augmentation,
+            alpha=teacher.alpha, strides=teacher.first_strides(),
+            spec_augment=teacher.spec_augment, epochs=teacher.epochs,
+            learning_rate=teacher.learning_rate, lr_drop_epochs=teacher.lr_drop_epochs,
+            batch_size=teacher.batch_size, seed=data.seed, rows=len(features.train[0]))
+        path = distill.cache_path(data.data_dir, self.name, key)
+        if path not in self.teachers:
+            logits = distill.load_logits(path, len(features.train[0]))
+            if logits is None:
+                start = time.time()
+                print(f"training the teacher (alpha {teacher.alpha}) ...", flush=True)
+                model, _ = fit_ds_cnn(teacher, features, features.train[1], data.seed,
+                                      verbose)
+                logits = model.predict(features.train[0], batch_size=256, verbose=0)
+                distill.save_logits(path, logits)
+                print(f"teacher trained in {time.time() - start:.0f} s; logits cached "
+                      f"in {path}", flush=True)
+            else:
+                print(f"teacher logits from {path}", flush=True)
+            self.teachers[path] = logits
+        return self.teachers[path]
 
     def finish_model(self, tflite_bytes, data, recipe):
         """Record the label order in the file itself (``tflite_file``)."""

@@ -52,7 +52,8 @@ class BestOnValidation(keras.callbacks.Callback):
 
 
 def fit(model, train, val, *, epochs, batch_size, lr_schedule, loss, optimizer,
-        sparsity=0.0, prune_epochs=(0, 1), prune_depthwise=True, metrics=(), verbose=1):
+        sparsity=0.0, prune_epochs=(0, 1), prune_depthwise=True, metrics=(), verbose=1,
+        batch_transform=None):
     """Train (and prune, when ``sparsity`` > 0) and return ``(stripped_model, info)``.
 
     ``train`` and ``val`` are ``(x, y)`` arrays. Pruning runs from ``prune_epochs[0]``
@@ -61,6 +62,11 @@ def fit(model, train, val, *, epochs, batch_size, lr_schedule, loss, optimizer,
     ``optimize.prune``). ``info``: the kept epoch (1-based) and its validation loss, the
     validation loss of every epoch, and ``dense_layers``, the trainable layers whose
     kernel pruning left dense (None without pruning).
+
+    ``batch_transform``: a TensorFlow function ``(x, y) -> (x, y)`` applied to each
+    shuffled training batch, drawn anew every epoch (``specaugment.masker``); the
+    validation data is never transformed. ``train[1]`` may hold integer labels or
+    per-class target distributions (distillation); ``loss`` must match.
     """
     steps_per_epoch = math.ceil(len(train[0]) / batch_size)
     callbacks = [keras.callbacks.LearningRateScheduler(lr_schedule)]
@@ -77,9 +83,14 @@ def fit(model, train, val, *, epochs, batch_size, lr_schedule, loss, optimizer,
     best = BestOnValidation(first_epoch=first_epoch)
     callbacks.append(best)
     model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))
-    history = model.fit(train[0], train[1], batch_size=batch_size, shuffle=True,
-                        epochs=epochs, callbacks=callbacks, verbose=verbose,
-                        validation_data=val)
+    if batch_transform is None:
+        inputs = {"x": train[0], "y": train[1], "batch_size": batch_size, "shuffle": True}
+    else:
+        inputs = {"x": tf.data.Dataset.from_tensor_slices(train)
+                  .shuffle(len(train[0]), reshuffle_each_iteration=True)
+                  .batch(batch_size).map(batch_transform).prefetch(2)}
+    history = model.fit(**inputs, epochs=epochs, callbacks=callbacks, verbose=verbose,
+                        validation_data=val, validation_batch_size=batch_size)
     info = {"best_epoch": None if best.best_epoch is None else best.best_epoch + 1,
             "best_val_loss": None if best.best_epoch is None else float(best.best),
             "epochs_run": len(history.history.get("loss", [])),

@@ -1,0 +1,52 @@
+"""SpecAugment-style masking of feature images (Park et al. 2019, without time
+warping): drawn anew for every training batch, so each epoch sees other masks.
+
+The features are cached once per run (``speech.Corpus``); masking them on the fly
+costs nothing there and multiplies the variety the cached copies give.
+"""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SpecAugment:
+    """Per example: ``time_masks`` bands of up to ``max_time_width`` consecutive
+    frames (rows) and ``freq_masks`` bands of up to ``max_freq_width`` coefficients
+    or bins (columns), each width uniform in [0, max], the band's start uniform over
+    the positions where it fits. Masked cells take the example's mean, so a mask
+    adds no energy and no edge of its own. Frozen and hashable (it is recipe data)."""
+    time_masks: int = 2
+    max_time_width: int = 5
+    freq_masks: int = 1
+    max_freq_width: int = 2
+
+    def __post_init__(self):
+        for name, value in vars(self).items():
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def band_mask(batch, count, max_width, size, tf):
+    """``[batch, size]`` booleans: the union of ``count`` random bands per row."""
+    if count == 0 or max_width == 0:
+        return tf.zeros([batch, size], tf.bool)
+    width = tf.random.uniform([batch, count, 1], 0, max_width + 1, tf.int32)
+    width = tf.minimum(width, size)
+    start = tf.cast(tf.random.uniform([batch, count, 1]) * tf.cast(size - width + 1,
+                                                                   tf.float32), tf.int32)
+    position = tf.range(size)[None, None, :]
+    return tf.reduce_any((position >= start) & (position < start + width), axis=1)
+
+
+def masker(spec):
+    """A TensorFlow function ``(x, y) -> (masked x, y)`` for batches of
+    ``[batch, rows, columns, 1]`` features (``tf.data``'s ``map`` after ``batch``)."""
+    import tensorflow as tf
+
+    def mask(x, y):
+        shape = tf.shape(x)
+        rows = band_mask(shape[0], spec.time_masks, spec.max_time_width, shape[1], tf)
+        columns = band_mask(shape[0], spec.freq_masks, spec.max_freq_width, shape[2], tf)
+        masked = (rows[:, :, None] | columns[:, None, :])[..., None]
+        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+        return tf.where(masked, mean, x), y
+    return mask
