@@ -148,12 +148,16 @@ class FeatureConfig:
     num_mfccs: int = 10
     resize: int = 0                 # STFT only: side of the square image (0 = no resize)
     log_magnitude: bool = False     # STFT only: log(|X| + 1e-6) instead of |X|
+    max_hz: float = 0.0             # STFT only: keep the bins up to max_hz (0: all)
 
     def __post_init__(self):
         if self.kind not in ("mfcc", "stft"):
             raise ValueError(f"feature kind must be 'mfcc' or 'stft', got {self.kind!r}")
         if self.frame_length > self.fft_length:
             raise ValueError("frame_length must not exceed fft_length")
+        if not 0 <= self.max_hz <= self.sample_rate / 2:
+            raise ValueError(f"max_hz must be in [0, {self.sample_rate / 2}], got "
+                             f"{self.max_hz}")
 
     @property
     def clip_samples(self):
@@ -164,13 +168,21 @@ class FeatureConfig:
         return 1 + (self.clip_samples - self.frame_length) // self.frame_step
 
     @property
+    def stft_bins(self):
+        """The STFT bins kept: all ``fft_length // 2 + 1``, or those up to ``max_hz``."""
+        bins = self.fft_length // 2 + 1
+        if self.max_hz:
+            bins = min(bins, int(self.max_hz * self.fft_length / self.sample_rate) + 1)
+        return bins
+
+    @property
     def shape(self):
         """The feature image's shape ``[height, width, 1]``."""
         if self.kind == "mfcc":
             return (self.num_frames, self.num_mfccs, 1)
         if self.resize:
             return (self.resize, self.resize, 1)
-        return (self.num_frames, self.fft_length // 2 + 1, 1)
+        return (self.num_frames, self.stft_bins, 1)
 
 
 def hann_periodic(n):
@@ -235,6 +247,7 @@ def extract(config, signal):
                                      config.sample_rate, config.lower_hz, config.upper_hz)
         image = np.log(mel + 1e-6) @ dct_matrix(config.num_mel_bins, config.num_mfccs)
     else:
+        magnitude = magnitude[:, :config.stft_bins]
         image = np.log(magnitude + 1e-6) if config.log_magnitude else magnitude
         if config.resize:
             image = (resize_matrix(image.shape[0], config.resize) @ image

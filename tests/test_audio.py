@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -52,6 +54,22 @@ def test_log_stft_resize_matches_tensorflow():
     log_magnitude = tf.math.log(tf.abs(tf.signal.stft(x, 256, 128, 256)) + 1e-6)[..., None]
     expected = tf.image.resize(log_magnitude, [56, 56], method="bilinear").numpy()
     np.testing.assert_allclose(audio.extract(STFT_56_LOG, x), expected, atol=1e-4)
+
+
+def test_stft_max_hz_keeps_the_bins_below_it_then_resizes():
+    low = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128,
+                              fft_length=256, log_magnitude=True, max_hz=4000)
+    assert low.shape == (124, 65, 1)  # 4000 Hz / 62.5 Hz per bin, and DC
+    x = np.array(tone(1000), np.float32) + np.array(tone(6000), np.float32)
+    full = audio.extract(dataclasses.replace(low, max_hz=0), x)[..., 0]
+    cropped = audio.extract(low, x)[..., 0]
+    np.testing.assert_array_equal(cropped, full[:, :65])  # the same bins, no rescaling
+    assert full[:, 96].mean() > cropped.max() - 1  # 6 kHz was there, and is cut
+    resized = dataclasses.replace(low, resize=40)
+    expected = tf.image.resize(cropped[..., None], [40, 40], method="bilinear").numpy()
+    np.testing.assert_allclose(audio.extract(resized, x), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="max_hz"):
+        audio.FeatureConfig(kind="stft", max_hz=9000)
 
 
 def test_resample_keeps_a_tone_and_length():
