@@ -10,6 +10,7 @@ import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import argparse
 import dataclasses
+import json
 import os
 import statistics
 import time
@@ -28,7 +29,7 @@ MFCC = audio.FeatureConfig()
 # log magnitude: a linear |STFT| spans four decades, and one int8 input scale over it
 # turns most of the image into zeros (measured: 78.6% on the .tflite vs ~94% in Keras)
 STFT_40 = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128,
-                              fft_length=256, resize=40, log_magnitude=True)
+                              fft_length=256, resize=40, log_magnitude=True, max_hz=4000.0)
 CALIBRATION_CLIPS = 400
 BUDGET_THREADS = 1  # budgets are checked single-threaded, like a small device
 SEARCH_LATENCY_RUNS = 30
@@ -122,7 +123,8 @@ def latency(tflite_bytes, config, runs, pause, seed):
 
 
 def search_knobs(trial, base):
-    """Features (MFCC or a square-resized STFT, 8 or 16 kHz) and learning rate."""
+    """Features (MFCC or a square-resized STFT, whole or cut at 4 kHz; 8 or 16 kHz)
+    and learning rate."""
     rate = trial.suggest_categorical("sample_rate", [8000, 16000])
     kind = trial.suggest_categorical("features", ["mfcc", "stft"])
     if kind == "mfcc":
@@ -135,7 +137,8 @@ def search_knobs(trial, base):
         config = audio.FeatureConfig(
             kind="stft", sample_rate=rate, frame_length=frame, frame_step=frame // 2,
             fft_length=frame, log_magnitude=True,
-            resize=trial.suggest_categorical("resize", [24, 32, 40, 56]))
+            resize=trial.suggest_categorical("resize", [24, 32, 40, 56]),
+            max_hz=trial.suggest_categorical("max_hz", [0.0, 4000.0]))
     return {"features": config,
             "learning_rate": trial.suggest_float("learning_rate", 0.003, 0.03, log=True)}
 
@@ -149,7 +152,7 @@ def search_params(recipe):
     if f.kind == "mfcc":
         params.update(frame_ms=1000 * f.frame_length // f.sample_rate, num_mfccs=f.num_mfccs)
     else:
-        params.update(resize=f.resize)
+        params.update(resize=f.resize, max_hz=f.max_hz)
     return params
 
 
@@ -162,6 +165,58 @@ SEARCH_SPACE = pipeline.SearchSpace(
     error_limit=lambda recipe: 1.0 - recipe.min_accuracy,
     reference={"a": (23100, {"accuracy": 0.93}), "b": (26400, {"accuracy": 0.93}),
                "c": (26400, {"accuracy": 0.91})})
+
+
+FEATURES_METADATA = "features"
+
+
+def features_text(config):
+    """The feature configuration as compact JSON (the model's ``features`` metadata)."""
+    return json.dumps(dataclasses.asdict(config), separators=(",", ":"))
+
+
+def check_features(model_file, config, version):
+    """A model is only right on the features it was trained on: two configurations
+    can give the same input shape (a 40x40 log-STFT with and without a frequency
+    cut), so --evaluate compares the recorded configuration, not only the shape. A
+    field the record lacks (added to FeatureConfig since) takes its default."""
+    from common import tflite_file
+    text = tflite_file.read_required(model_file.tflite_bytes, model_file.path,
+                                     FEATURES_METADATA)
+    try:
+        recorded = audio.FeatureConfig(**json.loads(text))
+    except (ValueError, TypeError):  # not JSON, not an object, unknown or bad fields
+        raise UserError(f"{model_file.path!r} has damaged 'features' metadata (not a "
+                        "feature configuration); retrain it") from None
+    differ = [f.name for f in dataclasses.fields(config)
+              if getattr(recorded, f.name) != getattr(config, f.name)]
+    if differ:
+        shown = ", ".join(f"{name} {getattr(recorded, name)} (version {version}: "
+                          f"{getattr(config, name)})" for name in differ)
+        raise UserError(f"{model_file.path!r} was trained on other features than "
+                        f"version {version} computes: {shown}; evaluate it with the "
+                        "version that made it")
+
+
+TEACHER_CACHE_VERSION = 1  # bump when the teacher's training changes in code
+
+
+def teacher_cache_key(teacher, data, features):
+    """What decides the teacher's logits: the training and validation clips and
+    labels (validation picks its epoch), the features and augmentation, the network
+    and schedule, the seed. Budgets and the student's width are left out, so versions
+    that differ only there share one teacher."""
+    clips = data.load(teacher.features.sample_rate)
+    return distill.cache_key(
+        version=TEACHER_CACHE_VERSION, labels=data.labels,
+        clips={s: clips.sha256[s] for s in ("train", "val")},
+        targets={s: distill.array_digest(getattr(features, s)[1])
+                 for s in ("train", "val")},
+        features=teacher.features, augmentation=teacher.augmentation,
+        alpha=teacher.alpha, strides=teacher.first_strides(),
+        spec_augment=teacher.spec_augment, epochs=teacher.epochs,
+        learning_rate=teacher.learning_rate, lr_drop_epochs=teacher.lr_drop_epochs,
+        batch_size=teacher.batch_size, seed=data.seed)
 
 
 def fit_ds_cnn(recipe, features, targets, seed, verbose):
@@ -225,6 +280,7 @@ class KeywordSpotting(pipeline.Task):
         if evaluating is not None:
             from common import tflite_file
             labels = tflite_file.read_labels(evaluating.tflite_bytes, evaluating.path)
+            check_features(evaluating, recipe.features, args.version)
         corpus = speech.Corpus(args.data_dir, args.split_dir, args.seed,
                                ("test",) if evaluating else speech.SPLITS, labels)
         corpus.load(recipe.features.sample_rate)
@@ -254,16 +310,10 @@ class KeywordSpotting(pipeline.Task):
         teacher = dataclasses.replace(recipe, alpha=recipe.distillation.teacher_alpha,
                                       sparsity=0.0, distillation=None)
         features = data.data(recipe)
-        key = distill.cache_key(
-            clips=data.load(recipe.features.sample_rate).sha256["train"],
-            features=teacher.features, augmentation=teacher.augmentation,
-            alpha=teacher.alpha, strides=teacher.first_strides(),
-            spec_augment=teacher.spec_augment, epochs=teacher.epochs,
-            learning_rate=teacher.learning_rate, lr_drop_epochs=teacher.lr_drop_epochs,
-            batch_size=teacher.batch_size, seed=data.seed, rows=len(features.train[0]))
-        path = distill.cache_path(data.data_dir, self.name, key)
+        path = distill.cache_path(data.data_dir, self.name,
+                                  teacher_cache_key(teacher, data, features))
         if path not in self.teachers:
-            logits = distill.load_logits(path, len(features.train[0]))
+            logits = distill.load_logits(path, len(features.train[0]), len(data.labels))
             info = {"alpha": teacher.alpha, "cache": os.path.basename(path),
                     "seconds": None}
             if logits is None:
@@ -283,9 +333,11 @@ class KeywordSpotting(pipeline.Task):
         return self.teachers[path]
 
     def finish_model(self, tflite_bytes, data, recipe):
-        """Record the label order in the file itself (``tflite_file``)."""
+        """Record the label order and the feature configuration in the file itself
+        (``tflite_file``): --evaluate reads both."""
         from common import tflite_file
-        return tflite_file.with_labels(tflite_bytes, data.labels)
+        return tflite_file.with_metadata(tflite_file.with_labels(tflite_bytes, data.labels),
+                                         FEATURES_METADATA, features_text(recipe.features))
 
     def inputs(self, data, recipe, split):
         return getattr(data.data(recipe), split)

@@ -60,23 +60,32 @@ def cache_key(**parts):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def array_digest(array):
+    """sha256 of an array's values (for a cache key)."""
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
 def cache_path(data_dir, name, key):
     return os.path.join(data_dir, "cache", f"{name}_teacher_{key}.npz")
 
 
-def load_logits(path, rows):
-    """The cached logits at ``path`` if present, readable and of ``rows`` rows; else
-    None (a damaged or stale cache is retrained, never trusted)."""
+def load_logits(path, rows, classes):
+    """The cached logits at ``path`` if present, readable, finite and of shape
+    ``(rows, classes)``; else None (a damaged or stale cache is retrained, never
+    trusted)."""
     try:
         with np.load(path) as saved:
             logits = saved["logits"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
-    return logits if logits.ndim == 2 and len(logits) == rows else None
+    if logits.shape != (rows, classes) or not np.isfinite(logits).all():
+        return None
+    return logits
 
 
 def save_logits(path, logits):
-    """Write the cache atomically; a cache that can't be written is only a warning."""
+    """Write the cache atomically; a cache that can't be written is only a warning.
+    The temporary file never outlives the call (not even an interrupt)."""
     tmp = f"{path}.tmp{os.getpid()}.npz"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -84,5 +93,6 @@ def save_logits(path, logits):
         os.replace(tmp, path)
     except OSError as e:
         print(f"warning: teacher cache not written ({e.strerror}: {path})", flush=True)
+    finally:
         if os.path.exists(tmp):
             os.remove(tmp)

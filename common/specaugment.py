@@ -12,8 +12,12 @@ class SpecAugment:
     """Per example: ``time_masks`` bands of up to ``max_time_width`` consecutive
     frames (rows) and ``freq_masks`` bands of up to ``max_freq_width`` coefficients
     or bins (columns), each width uniform in [0, max], the band's start uniform over
-    the positions where it fits. Masked cells take the example's mean, so a mask
-    adds no energy and no edge of its own. Frozen and hashable (it is recipe data)."""
+    the positions where it fits. Masked cells take the mean of the whole example
+    (one value per example). That is not a neutral frame for MFCCs: c0, the energy,
+    lies far below the image mean (about -20 to -28 against -3), so a masked frame is
+    unlike any real one. SpecAugment's own choice, zero after per-coefficient
+    normalization (each column's mean), was not tried; the measured gains (README)
+    are this variant's. Frozen and hashable (it is recipe data)."""
     time_masks: int = 2
     max_time_width: int = 5
     freq_masks: int = 1

@@ -1,6 +1,7 @@
 """SpecAugment masking and distillation from a cached teacher (issue 10)."""
 import dataclasses
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -120,19 +121,56 @@ def test_teacher_cache_round_trips_and_distrusts_damaged_or_stale_files(tmp_path
     path = distill.cache_path(str(tmp_path), "kws", distill.cache_key(a=1))
     logits = np.arange(12, dtype=np.float32).reshape(4, 3)
     distill.save_logits(path, logits)
-    np.testing.assert_array_equal(distill.load_logits(path, 4), logits)
-    assert distill.load_logits(path, 5) is None  # another training set: stale
+    np.testing.assert_array_equal(distill.load_logits(path, 4, 3), logits)
+    assert distill.load_logits(path, 5, 3) is None  # another training set: stale
+    assert distill.load_logits(path, 4, 2) is None  # another label set
+    distill.save_logits(path, np.where(logits > 10, np.nan, logits))
+    assert distill.load_logits(path, 4, 3) is None  # a diverged teacher
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) // 2)
-    assert distill.load_logits(path, 4) is None
-    assert distill.load_logits(str(tmp_path / "missing.npz"), 4) is None
-    assert distill.cache_key(a=1) != distill.cache_key(a=2)
+    assert distill.load_logits(path, 4, 3) is None
+    assert distill.load_logits(str(tmp_path / "missing.npz"), 4, 3) is None
     blocked = tmp_path / "file"
     blocked.write_text("")
     distill.save_logits(str(blocked / "cache" / "x.npz"), logits)  # a file as folder
     assert "warning: teacher cache not written" in capsys.readouterr().out
     assert sorted(os.listdir(tmp_path)) == ["cache", "file"]
-    assert os.listdir(tmp_path / "cache") == [os.path.basename(path)]
+    assert os.listdir(tmp_path / "cache") == [os.path.basename(path)]  # no temp file
+
+
+class FakeCorpus:
+    """What ``teacher_cache_key`` reads of a ``speech.Corpus``."""
+
+    def __init__(self, labels=tuple(LABELS), train_sha="t", val_sha="v", seed=0):
+        self.labels, self.seed = list(labels), seed
+        self.clips = SimpleNamespace(sha256={"train": train_sha, "val": val_sha})
+
+    def load(self, sample_rate):
+        return self.clips
+
+
+def test_teacher_cache_key_changes_with_what_changes_the_teacher_only():
+    recipe = dataclasses.replace(kws_train.RECIPES["b"], distillation=Distillation())
+    teacher = dataclasses.replace(recipe, alpha=1.0, distillation=None)
+    y = np.arange(16) % 8
+    features = SimpleNamespace(train=(None, y), val=(None, y[:8]))
+
+    def key(teacher=teacher, data=FakeCorpus(), features=features):
+        return kws_train.teacher_cache_key(teacher, data, features)
+
+    base = key()
+    relabelled = SimpleNamespace(train=(None, np.roll(y, 1)), val=features.val)
+    changed = [key(data=FakeCorpus(val_sha="v2")), key(data=FakeCorpus(train_sha="t2")),
+               key(data=FakeCorpus(seed=1)), key(features=relabelled),
+               key(features=SimpleNamespace(train=features.train, val=(None, y[1:9]))),
+               key(data=FakeCorpus(labels=LABELS[::-1])),
+               key(teacher=dataclasses.replace(teacher, alpha=0.5)),
+               key(teacher=dataclasses.replace(teacher, spec_augment=None)),
+               key(teacher=dataclasses.replace(teacher, epochs=10))]
+    assert base not in changed and len(set(changed)) == len(changed)
+    # budgets and the student's own settings do not retrain the teacher
+    assert key(teacher=dataclasses.replace(teacher, max_zlib_bytes=1,
+                                           max_inference_ms=None)) == base
 
 
 def test_kws_trains_the_teacher_once_and_distills_label_aligned_targets(

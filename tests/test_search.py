@@ -413,3 +413,15 @@ def test_ctrl_c_stops_the_workers_with_one_line(tmp_path):
     assert not [t for t in trials() if t.state.name == "RUNNING"]
     assert {t.user_attrs["worker"]["pid"] for t in trials()
             if t.user_attrs.get("interrupted")} == pids
+
+
+@pytest.mark.parametrize("version", ["a", "b", "c", "d"])
+def test_kws_search_space_rebuilds_each_shipped_recipe(version):
+    """Trial 0 of a search is the shipped recipe, given as ``search_params``: the
+    knobs must rebuild exactly its features and learning rate from them."""
+    import optuna
+    import kws_train
+    recipe = kws_train.RECIPES[version]
+    knobs = kws_train.search_knobs(optuna.trial.FixedTrial(kws_train.search_params(recipe)),
+                                   recipe)
+    assert knobs == {"features": recipe.features, "learning_rate": recipe.learning_rate}

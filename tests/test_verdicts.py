@@ -152,6 +152,40 @@ def test_kws_evaluate_needs_labels_matching_the_outputs(trained_kws, speech_dir,
     assert_bad_input(code, err, "8 outputs but records 7 labels")
 
 
+def test_kws_evaluate_needs_the_features_the_model_was_trained_on(
+        trained_kws, speech_dir, capsys, tmp_path, monkeypatch):
+    model, report = trained_kws
+    tflite = zlib.decompress(model.read_bytes())
+    assert json.loads(tflite_file.read_metadata(tflite, "features")) \
+        == report["recipe"]["features"]
+    # the same input shape from other features (as a 40x40 log-STFT cut at 4 kHz or
+    # not would give): here b's MFCC with another mel range
+    base = kws_train.RECIPES["b"]
+    monkeypatch.setitem(kws_train.RECIPES, "b", dataclasses.replace(
+        base, features=dataclasses.replace(base.features, upper_hz=3000.0)))
+    code, _, err = evaluate_kws(model, speech_dir, capsys)
+    assert_bad_input(code, err, "trained on other features than version b computes: "
+                                "upper_hz 4000.0 (version b: 3000.0)")
+    monkeypatch.setitem(kws_train.RECIPES, "b", base)
+    bare = tmp_path / "bare.tflite"  # labels, but no features: not this pipeline's
+    bare.write_bytes(tflite_file.with_labels(optimize.slim(tflite), report["labels"]))
+    code, _, err = evaluate_kws(bare, speech_dir, capsys)
+    assert_bad_input(code, err, "records no features")
+    for text in ("{not json", "[1, 2]", '{"kind": "mfcc", "hop": 3}', '{"kind": "wav"}'):
+        damaged = tmp_path / "damaged.tflite"
+        damaged.write_bytes(tflite_file.with_metadata(tflite, "features", text))
+        code, _, err = evaluate_kws(damaged, speech_dir, capsys)
+        assert_bad_input(code, err, "damaged 'features' metadata")
+    # a record from before a field existed (and 4000 written as an integer) is fine
+    older = {k: v for k, v in report["recipe"]["features"].items() if k != "max_hz"}
+    older["upper_hz"] = 4000
+    model_before = tmp_path / "before.tflite"
+    model_before.write_bytes(tflite_file.with_metadata(tflite, "features",
+                                                       json.dumps(older)))
+    code, out, _ = evaluate_kws(model_before, speech_dir, capsys)
+    assert code in (0, 3) and f"{report['metrics']['correct']}/8" in out
+
+
 @pytest.mark.parametrize("case", ["misspelt", "missing"])
 def test_training_needs_one_label_set_in_every_split(tmp_path, speech_dir, capsys, case):
     folder = speech_dir / "mini_speech_commands"
@@ -271,6 +305,9 @@ def test_committed_model_matches_its_json(stem):
     if report["task"] == "kws":
         assert tuple(runner.input_shape) == (1, *recipe.features.shape)
         assert tflite_file.read_labels(tflite, path) == report["labels"]
+        features = tflite_file.read_metadata(tflite, kws_train.FEATURES_METADATA)
+        assert features is not None, f"{stem} records no features"
+        assert json.loads(features) == report["recipe"]["features"]
         assert tuple(runner.output["shape"]) == (1, len(report["labels"]))
     else:
         assert tuple(runner.input_shape) == (1, 12)
