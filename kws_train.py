@@ -27,7 +27,9 @@ from common.errors import UserError
 HERE = os.path.dirname(os.path.abspath(__file__))
 MFCC = audio.FeatureConfig()
 # log magnitude: a linear |STFT| spans four decades, and one int8 input scale over it
-# turns most of the image into zeros (measured: 78.6% on the .tflite vs ~94% in Keras)
+# turns most of the image into zeros (measured: 78.6% on the .tflite vs ~94% in Keras).
+# Cut at 4 kHz (65 of 129 bins, then resized): above it white noise buries speech;
+# measured over 3 seeds, +0.8 points at 10 dB, +1.6 at 5 dB, +0.2 clean.
 STFT_40 = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128,
                               fft_length=256, resize=40, log_magnitude=True, max_hz=4000.0)
 CALIBRATION_CLIPS = 400
