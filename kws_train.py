@@ -21,8 +21,8 @@ import numpy as np
 from common import artifacts, audio, cli, distill, pipeline, speech
 from common.budget import Limit, device_limits
 from common.distill import Distillation
-from common.specaugment import SpecAugment
 from common.errors import UserError
+from common.specaugment import SpecAugment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MFCC = audio.FeatureConfig()
@@ -78,9 +78,9 @@ class KwsRecipe:
 
 STRIDE_2X2 = (2, 2)  # halves the largest activations: the tensor arena (TFLM's RAM)
 # Measured on b (3 seeds, README's ablation): masking +0.5 points clean for -0.3 to
-# -0.5 in noise, at no cost in time; a third augmented copy +0.8 more; distillation
-# from an alpha 1.0 teacher gave what masking gives, not on top of it, for an 8-minute
-# teacher, so no recipe uses it.
+# -0.5 in noise, for about 0.4 min more per seed; a third augmented copy +0.8 more;
+# distillation from an alpha 1.0 teacher gave what masking gives, not on top of it,
+# for an 8-minute teacher, so no recipe uses it.
 MASK_MFCC = SpecAugment(time_masks=2, max_time_width=5, freq_masks=1, max_freq_width=2)
 MASK_STFT = SpecAugment(time_masks=2, max_time_width=5, freq_masks=2, max_freq_width=4)
 
@@ -258,7 +258,7 @@ class KeywordSpotting(pipeline.Task):
     search_space = SEARCH_SPACE
 
     def __init__(self):
-        self.teachers = {}  # cache path -> (the teacher's logits on the training split, info)
+        self.teachers = {}  # cache path -> (teacher's logits on the training split, info)
 
     def add_arguments(self, parser):
         parser.add_argument("--split-dir", default=os.path.join(HERE, "data"),
