@@ -295,7 +295,7 @@ class KeywordSpotting(pipeline.Task):
         features = data.data(recipe)  # augmented once per run: the seeds share it
         targets, teacher = features.train[1], None
         if recipe.distillation is not None:
-            logits, teacher = self.teacher_logits(recipe, data, verbose)
+            logits, teacher = self.teacher_logits(recipe, data, features, verbose)
             targets = distill.soft_targets(targets, logits, recipe.distillation)
         model, fit_info = fit_ds_cnn(recipe, features, targets, seed, verbose)
         fit_info["teacher"] = teacher
@@ -303,15 +303,15 @@ class KeywordSpotting(pipeline.Task):
         return model, optimize.convert(model, recipe.quantization,
                                        features.train[0][picks]), fit_info
 
-    def teacher_logits(self, recipe, data, verbose):
-        """The teacher's logits on the training features: trained once (dense, at
+    def teacher_logits(self, recipe, data, features, verbose):
+        """The teacher's logits on ``features.train`` (the run's cached features,
+        ``data.data(recipe)``): trained once (dense, at
         ``teacher_alpha``, with the run's seed) and cached in memory and under
         ``<data-dir>/cache/``; every seed and every version with the same features,
         augmentation and training schedule shares them. Returns ``(logits, info)``;
         ``info["seconds"]`` is the teacher's training time, None when it was cached."""
         teacher = dataclasses.replace(recipe, alpha=recipe.distillation.teacher_alpha,
                                       sparsity=0.0, distillation=None)
-        features = data.data(recipe)
         path = distill.cache_path(data.data_dir, self.name,
                                   teacher_cache_key(teacher, data, features))
         if path not in self.teachers:
