@@ -67,6 +67,22 @@ def test_specaugment_masks_bands_of_bounded_width_with_the_example_mean():
     assert not np.array_equal(again, masked)
 
 
+def test_specaugment_column_fill_takes_each_columns_own_mean():
+    """With ``fill="column"`` a masked frame is the example's average frame: on
+    columns of very different levels (like MFCC c0 and the rest), each masked cell
+    takes its own column's mean, not the example's."""
+    rng = np.random.default_rng(2)
+    x = (rng.normal(0.0, 1.0, (100, 20, 6, 1)) + 10.0 * np.arange(6)[None, None, :, None]
+         ).astype(np.float32)
+    spec = SpecAugment(time_masks=2, max_time_width=4, freq_masks=1, max_freq_width=2,
+                       fill="column")
+    masked = np.asarray(specaugment.masker(spec)(x, np.zeros(100))[0])
+    changed = masked != x
+    assert changed.any(axis=(1, 2, 3)).mean() > 0.8
+    column_means = np.broadcast_to(x.mean(axis=1, keepdims=True), x.shape)
+    np.testing.assert_allclose(masked[changed], column_means[changed], atol=1e-4)
+
+
 def test_specaugment_without_masks_is_the_identity_and_rejects_bad_settings():
     x = np.random.default_rng(1).normal(size=(4, 8, 5, 1)).astype(np.float32)
     masked, _ = specaugment.masker(SpecAugment(0, 3, 2, 0))(x, np.zeros(4))
@@ -75,6 +91,8 @@ def test_specaugment_without_masks_is_the_identity_and_rejects_bad_settings():
         SpecAugment(time_masks=-1)
     with pytest.raises(ValueError, match="max_freq_width"):
         SpecAugment(max_freq_width=1.5)
+    with pytest.raises(ValueError, match="fill"):
+        SpecAugment(fill="zero")
 
 
 def test_fit_applies_the_batch_transform_to_training_batches():
