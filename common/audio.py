@@ -149,6 +149,7 @@ class FeatureConfig:
     resize: int = 0                 # STFT only: side of the square image (0 = no resize)
     log_magnitude: bool = False     # STFT only: log(|X| + 1e-6) instead of |X|
     max_hz: float = 0.0             # STFT only: keep the bins up to max_hz (0: all)
+    resize_method: str = "bilinear"  # STFT only: "bilinear" or "area" (RESIZE_MATRICES)
 
     def __post_init__(self):
         if self.kind not in ("mfcc", "stft"):
@@ -158,6 +159,9 @@ class FeatureConfig:
         if not 0 <= self.max_hz <= self.sample_rate / 2:
             raise ValueError(f"max_hz must be in [0, {self.sample_rate / 2}], got "
                              f"{self.max_hz}")
+        if self.resize_method not in RESIZE_MATRICES:
+            raise ValueError(f"resize_method must be one of {sorted(RESIZE_MATRICES)}, "
+                             f"got {self.resize_method!r}")
 
     @property
     def clip_samples(self):
@@ -237,6 +241,24 @@ def resize_matrix(in_size, out_size):
     return weights
 
 
+@lru_cache(maxsize=None)
+def area_matrix(in_size, out_size):
+    """Box-filter weights ``[out, in]``: each output cell is the mean of the input
+    span it covers, partly covered cells weighted by their share, as
+    ``tf.image.resize(..., "area")``. Shrinking 124 frames to 40, bilinear reads 2 of
+    every ~3 frames; the box filter reads all of them and averages their noise."""
+    weights = np.zeros((out_size, in_size), np.float32)
+    scale = in_size / out_size
+    for o in range(out_size):
+        start, end = o * scale, (o + 1) * scale
+        for i in range(math.floor(start), min(math.ceil(end), in_size)):
+            weights[o, i] = min(end, i + 1) - max(start, i)
+    return weights / scale
+
+
+RESIZE_MATRICES = {"bilinear": resize_matrix, "area": area_matrix}
+
+
 def extract(config, signal):
     """A clip at ``config.sample_rate`` (padded or cut to 1 s) -> ``config.shape``."""
     signal = pad_or_cut(signal, config.clip_samples)
@@ -250,8 +272,9 @@ def extract(config, signal):
         magnitude = magnitude[:, :config.stft_bins]
         image = np.log(magnitude + 1e-6) if config.log_magnitude else magnitude
         if config.resize:
-            image = (resize_matrix(image.shape[0], config.resize) @ image
-                     @ resize_matrix(image.shape[1], config.resize).T)
+            matrix = RESIZE_MATRICES[config.resize_method]
+            image = (matrix(image.shape[0], config.resize) @ image
+                     @ matrix(image.shape[1], config.resize).T)
     return image[..., None].astype(np.float32)
 
 

@@ -72,6 +72,22 @@ def test_stft_max_hz_keeps_the_bins_below_it_then_resizes():
         audio.FeatureConfig(kind="stft", max_hz=9000)
 
 
+@pytest.mark.parametrize("size", [40, 56, 7])
+def test_area_resize_matches_tensorflow_and_reads_every_frame(size):
+    config = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128,
+                                 fft_length=256, log_magnitude=True, max_hz=4000,
+                                 resize=size, resize_method="area")
+    x = known_signal()
+    log_magnitude = tf.math.log(tf.abs(tf.signal.stft(x, 256, 128, 256))[:, :65] + 1e-6)
+    expected = tf.image.resize(log_magnitude[..., None], [size, size], method="area")
+    np.testing.assert_allclose(audio.extract(config, x), expected.numpy(), atol=1e-4)
+    weights = audio.area_matrix(124, size)
+    assert (weights.sum(axis=0) > 0).all()  # no frame is skipped
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="resize_method"):
+        dataclasses.replace(config, resize_method="nearest")
+
+
 def test_resample_keeps_a_tone_and_length():
     t48 = np.arange(48000) / 48000
     out = audio.resample(np.sin(2 * np.pi * 440 * t48).astype(np.float32), 48000, 16000)
