@@ -289,6 +289,21 @@ def stop_at(target):
     return callback
 
 
+ORPHAN_POLL_S = 2.0
+
+
+def stop_when_orphaned(parent, poll_s=ORPHAN_POLL_S):
+    """A ``--workers`` helper stops itself as if sent SIGTERM once ``parent`` (the
+    process that started it) is gone. A parent killed outright (SIGKILL, the OOM killer)
+    forwards no signal, and the helper, in its own process group, would otherwise run
+    its trials to the end alone. Gone = this process was re-parented."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 def start_helpers(task, args, interrupt):
     """``--workers``: N-1 more processes of this command on the same study. Each is in
     its own process group, so a Ctrl-C reaches this process only, which forwards it once.
@@ -303,6 +318,7 @@ def start_helpers(task, args, interrupt):
     for index in range(1, args.workers):
         helper = subprocess.Popen([sys.executable, task.script, *task.argv,
                                    "--search-worker", str(index),
+                                   "--search-parent", str(os.getpid()),
                                    "--storage", storage_url(args, task.name)],
                                   stderr=subprocess.PIPE, text=True, process_group=0)
         interrupt.helpers.append(helper)
@@ -335,6 +351,8 @@ def run_trials(task, args, study):
     interrupt = Interrupt()
     relays = []
     with interrupt.installed():
+        if args.search_parent:
+            stop_when_orphaned(args.search_parent)
         try:
             if args.workers > 1 and not args.search_worker:
                 relays = start_helpers(task, args, interrupt)
@@ -508,6 +526,7 @@ def add_arguments(parser):
                        help="with --export-best: only trials of at most B bytes "
                             "(a size target tighter than the budget)")
     group.add_argument("--search-worker", type=int, default=0, help=argparse.SUPPRESS)
+    group.add_argument("--search-parent", type=int, default=0, help=argparse.SUPPRESS)
 
 
 def fixed_knobs(args):

@@ -370,11 +370,11 @@ def test_workers_share_one_study_with_different_proposals(tmp_path):
     assert len(set(proposals)) == len(proposals)
 
 
-def test_ctrl_c_stops_the_workers_with_one_line(tmp_path):
-    """Ctrl-C, as a terminal sends it (SIGINT to the command's process group), while
-    both processes of ``--workers 2`` run trials: the helper stops too (the parent
-    forwards the signal and waits for it), one line is printed, exit 130, and no trial
-    is left running."""
+@contextlib.contextmanager
+def two_workers_in_trials(tmp_path):
+    """A ``--workers 2`` search of 50 trials, yielded once both processes run a trial:
+    (the parent process, a function listing the study's trials, the two worker pids).
+    On the way out nothing is left running."""
     import optuna
     csv_path = write_jena_csv(tmp_path / "jena.csv", 700)
     out = tmp_path / "out"
@@ -398,12 +398,21 @@ def test_ctrl_c_stops_the_workers_with_one_line(tmp_path):
             time.sleep(0.5)
             pids = {t.user_attrs["worker"]["pid"] for t in trials()
                     if "worker" in t.user_attrs}
-        os.killpg(process.pid, signal.SIGINT)
-        _, err = process.communicate(timeout=120)
-    finally:  # on failure, leave nothing running
+        yield process, trials, pids
+    finally:
         for pid in pids | {process.pid}:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_ctrl_c_stops_the_workers_with_one_line(tmp_path):
+    """Ctrl-C, as a terminal sends it (SIGINT to the command's process group), while
+    both processes of ``--workers 2`` run trials: the helper stops too (the parent
+    forwards the signal and waits for it), one line is printed, exit 130, and no trial
+    is left running."""
+    with two_workers_in_trials(tmp_path) as (process, trials, pids):
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert [line for line in err.splitlines() if line.startswith("error")] == [
         "error: interrupted; the 0 finished trials are kept in the study; run the same "
@@ -413,6 +422,33 @@ def test_ctrl_c_stops_the_workers_with_one_line(tmp_path):
     assert not [t for t in trials() if t.state.name == "RUNNING"]
     assert {t.user_attrs["worker"]["pid"] for t in trials()
             if t.user_attrs.get("interrupted")} == pids
+
+
+def running(pid):
+    """Whether ``pid`` runs (a zombie nobody reaped yet has stopped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_helper_stops_when_its_parent_is_killed_outright(tmp_path):
+    """SIGKILL to the parent alone (nothing forwards a signal): the helper notices it
+    was orphaned, stops as if sent SIGTERM, and fails its interrupted trial, instead of
+    running the remaining trials on its own."""
+    with two_workers_in_trials(tmp_path) as (process, trials, pids):
+        process.kill()
+        process.communicate(timeout=60)
+        (helper,) = pids - {process.pid}
+        deadline = time.time() + 120
+        while running(helper) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not running(helper), "the orphaned helper kept running"
+    helper_trials = [t for t in trials()
+                     if t.user_attrs.get("worker", {}).get("pid") == helper]
+    assert helper_trials and helper_trials[-1].user_attrs.get("interrupted")
+    assert not [t for t in helper_trials if t.state.name == "RUNNING"]
 
 
 @pytest.mark.parametrize("version", ["a", "b", "c", "d"])
