@@ -87,11 +87,12 @@ MASK_STFT = SpecAugment(time_masks=2, max_time_width=5, freq_masks=2, max_freq_w
 RECIPES = {
     # All four: a first convolution of stride 2x2 (the arena is set by the largest
     # pair of activations), noise-robust augmentation (speech.Augmentation's
-    # defaults, three copies), SpecAugment masking. a: wider and pruned (depthwise
-    # kernels too); b: dense; c: log-STFT resized to 40x40 (56x56 needs a
+    # defaults, three copies), SpecAugment masking. a: wider and half pruned
+    # (depthwise kernels too; alpha 0.4 at 80 %, the same size, scored 0.8 points
+    # less over 3 seeds); b: dense; c: log-STFT resized to 40x40 (56x56 needs a
     # 124 kB arena); d: the micro_speech envelope, under 20 KB of arena and 32 KB of
     # flash.
-    "a": KwsRecipe(features=MFCC, alpha=0.4, sparsity=0.8, first_stride=STRIDE_2X2,
+    "a": KwsRecipe(features=MFCC, alpha=0.3, sparsity=0.5, first_stride=STRIDE_2X2,
                    spec_augment=MASK_MFCC, max_zlib_bytes=25000),
     "b": KwsRecipe(features=MFCC, alpha=0.25, sparsity=0.0, first_stride=STRIDE_2X2,
                    spec_augment=MASK_MFCC, max_zlib_bytes=35000, max_inference_ms=1.5),
