@@ -126,8 +126,8 @@ def latency(tflite_bytes, config, runs, pause, seed):
 
 
 def search_knobs(trial, base):
-    """Features (MFCC or a square-resized STFT, whole or cut at 4 kHz; 8 or 16 kHz)
-    and learning rate."""
+    """Features (MFCC or a square-resized STFT, whole or cut at 4 kHz, bilinear or
+    area resize; 8 or 16 kHz) and learning rate."""
     rate = trial.suggest_categorical("sample_rate", [8000, 16000])
     kind = trial.suggest_categorical("features", ["mfcc", "stft"])
     if kind == "mfcc":
@@ -141,7 +141,8 @@ def search_knobs(trial, base):
             kind="stft", sample_rate=rate, frame_length=frame, frame_step=frame // 2,
             fft_length=frame, log_magnitude=True,
             resize=trial.suggest_categorical("resize", [24, 32, 40, 56]),
-            max_hz=trial.suggest_categorical("max_hz", [0.0, 4000.0]))
+            max_hz=trial.suggest_categorical("max_hz", [0.0, 4000.0]),
+            resize_method=trial.suggest_categorical("resize_method", ["bilinear", "area"]))
     return {"features": config,
             "learning_rate": trial.suggest_float("learning_rate", 0.003, 0.03, log=True)}
 
@@ -155,7 +156,7 @@ def search_params(recipe):
     if f.kind == "mfcc":
         params.update(frame_ms=1000 * f.frame_length // f.sample_rate, num_mfccs=f.num_mfccs)
     else:
-        params.update(resize=f.resize, max_hz=f.max_hz)
+        params.update(resize=f.resize, max_hz=f.max_hz, resize_method=f.resize_method)
     return params
 
 
