@@ -351,9 +351,9 @@ def run_trials(task, args, study):
     interrupt = Interrupt()
     relays = []
     with interrupt.installed():
-        if args.search_parent:
-            stop_when_orphaned(args.search_parent)
         try:
+            if args.search_parent:
+                stop_when_orphaned(args.search_parent)
             if args.workers > 1 and not args.search_worker:
                 relays = start_helpers(task, args, interrupt)
             study.optimize(make_objective(task, args.seed, interrupt, worker),

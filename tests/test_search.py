@@ -50,7 +50,8 @@ def size_from_width(recipe, seed):
 
 def search_args(tmp_path, n, **extra):
     values = dict(search=n, storage=None, workers=1, export_best=False, export_trial=None,
-                  export_max_bytes=None, search_worker=0, seed=0, out_dir=str(tmp_path))
+                  export_max_bytes=None, search_worker=0, search_parent=0, seed=0,
+                  out_dir=str(tmp_path))
     values.update(extra)
     return argparse.Namespace(**values)
 
