@@ -146,7 +146,8 @@ class Forecast(pipeline.Task):
             from common.download import download_and_extract
             args.csv_path = download_and_extract(
                 jena.URL, args.data_dir, os.path.join(args.data_dir, jena.FILENAME),
-                not args.no_download)
+                not args.no_download, hint="pass --csv PATH with a local copy",
+                quiet=args.quiet)
         normalizer = None
         if evaluating is not None:  # the model's own statistics, not this CSV's
             from common import tflite_file

@@ -284,7 +284,7 @@ class KeywordSpotting(pipeline.Task):
             from common.download import download_and_extract
             download_and_extract(speech.URL, args.data_dir,
                                  os.path.join(args.data_dir, speech.DATASET_FOLDER),
-                                 not args.no_download)
+                                 not args.no_download, quiet=args.quiet)
         labels = None
         if evaluating is not None:
             from common import tflite_file
