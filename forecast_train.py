@@ -8,6 +8,7 @@ window) or on the .tflite.zlib file (size).
 import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -153,7 +154,9 @@ class Forecast(pipeline.Task):
             from common import tflite_file
             normalizer = jena.Normalizer(**json.loads(tflite_file.read_required(
                 evaluating.tflite_bytes, evaluating.path, NORMALIZATION)))
-        data = jena.prepare(jena.load_series(args.csv_path), normalizer)
+        content = jena.read_bytes(args.csv_path)  # once: --csv may be a pipe
+        args.csv_sha256 = hashlib.sha256(content).hexdigest()
+        data = jena.prepare(jena.load_series(args.csv_path, content), normalizer)
         print(f"forecast {args.version}: {data.rows} rows from {args.csv_path}; "
               f"{len(data.train[0])} training windows", flush=True)
         return data
@@ -214,7 +217,7 @@ class Forecast(pipeline.Task):
     def describe(self, args, data, recipe):
         return {
             "data": {"file": os.path.basename(args.csv_path), "rows": data.rows,
-                     "sha256": artifacts.sha256_file(args.csv_path),
+                     "sha256": args.csv_sha256,
                      "windows": {s: len(getattr(data, s)[0])
                                  for s in ("train", "val", "test")}},
             "normalization": dataclasses.asdict(data.normalizer),

@@ -5,7 +5,12 @@ The protocol is fixed by SPEC.md so results compare with the reference: windows 
 inputs are normalized with the training split's per-column mean and population std,
 labels stay in raw units (degC, %).
 """
+import csv
+import io
 import itertools
+import os
+import re
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +19,9 @@ import pandas as pd
 from common.errors import UserError
 
 COLUMNS = ("T (degC)", "rh (%)")
+DATE = "Date Time"
+DATE_FORMAT = "%d.%m.%Y %H:%M:%S"  # the station's exports: 01.01.2009 00:10:00
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark, which some editors put first
 URL = ("https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
        "jena_climate_2009_2016.csv.zip")
 FILENAME = "jena_climate_2009_2016.csv"
@@ -23,31 +31,137 @@ TRAIN_END, VAL_END = 0.7, 0.9  # positional split: 70% train, 20% validation, 10
 NORM_EPSILON = 1e-6
 
 
-def load_series(path):
-    """Return the ``[rows, 2]`` float32 array of ``T (degC)`` and ``rh (%)`` from a CSV.
-
-    Raises UserError for a missing or unreadable file, missing columns, or values that
-    are not finite numbers.
-    """
+def read_bytes(path):
+    """The CSV file's bytes, read once: a pipe (``--csv <(...)``) can be read only once,
+    and the checksum recorded must be that of the bytes parsed."""
+    if os.path.isdir(path):
+        raise UserError(f"{path!r} is a folder, not a CSV file; pass --csv PATH")
     try:
-        frame = pd.read_csv(path, encoding="latin-1", usecols=lambda c: c in COLUMNS)
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
         raise UserError(f"CSV file {path!r} does not exist; pass --csv PATH or --data-dir "
                         "DIR with a copy of the Jena climate data") from None
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError,
-            UnicodeDecodeError) as err:
-        raise UserError(f"cannot read {path!r} as CSV: {str(err).splitlines()[0]}") from None
-    missing = [c for c in COLUMNS if c not in frame.columns]
+    except OSError as err:
+        raise UserError(f"cannot read {path!r}: {err.strerror or err}") from None
+
+
+def load_series(path, content=None):
+    """Return the ``[rows, 2]`` float32 array of ``T (degC)`` and ``rh (%)`` from a CSV;
+    ``content``, when given, is the file's bytes already read (``path`` then only names
+    it in messages).
+
+    Raises UserError for a missing or unreadable file, missing or repeated columns, a
+    row with more fields than the header, values that are not finite numbers, and rows
+    out of time order or with repeated times (``Date Time``, see ``check_times``).
+    """
+    if content is None:
+        content = read_bytes(path)
+    bom = content.startswith(BOM)
+    content = content[len(BOM):] if bom else content
+    names = _header(path, content, "utf-8" if bom else "latin-1")
+    for name in COLUMNS + (DATE,):
+        where = [i + 1 for i, n in enumerate(names) if n == name]
+        if len(where) > 1:
+            raise UserError(f"{path!r} has {len(where)} columns named {name!r} (columns "
+                            f"{', '.join(map(str, where))}); keep one")
+    missing = [c for c in COLUMNS if c not in names]
     if missing:
         raise UserError(f"{path!r} has no column {', '.join(map(repr, missing))}; "
                         f"the forecaster needs {COLUMNS[0]!r} and {COLUMNS[1]!r}")
-    values = frame[list(COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
+    # Every column is parsed, by position: ``usecols`` would drop a row's extra fields
+    # without a word.
+    try:
+        frame = pd.read_csv(io.BytesIO(content), encoding="latin-1", header=None,
+                            skiprows=1, names=range(len(names)),
+                            dtype={names.index(DATE): str} if DATE in names else None)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path!r} has a header but no data rows") from None
+    except pd.errors.ParserError as err:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+        if not found:
+            raise UserError(f"cannot read {path!r} as CSV: "
+                            f"{str(err).splitlines()[0]}") from None
+        header, line, fields = found.groups()
+        raise _extra_fields(path, line, fields, header) from None
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas takes the first columns as the index when the first data row has more
+        # fields than the header
+        line2 = content.split(b"\n", 2)[1].decode("latin-1")
+        raise _extra_fields(path, 2, len(next(csv.reader([line2]))), len(names))
+    columns = [names.index(c) for c in COLUMNS]
+    values = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
     bad = ~np.isfinite(values)
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise UserError(f"{path!r} has {int(bad.sum())} missing or non-numeric values in "
                         f"{COLUMNS[col]!r}/..., first at data row {int(row) + 1}")
+    if DATE in names:
+        check_times(path, frame[names.index(DATE)])
+    else:
+        print(f"warning: {path!r} has no {DATE!r} column: the rows' time order and "
+              "spacing cannot be checked", file=sys.stderr, flush=True)
     return values
+
+
+def _header(path, content, encoding):
+    """The column names on the first line."""
+    first = content.split(b"\n", 1)[0].rstrip(b"\r")
+    if not first.strip():
+        raise UserError(f"cannot read {path!r} as CSV: its first line, the header, is "
+                        "empty")
+    return next(csv.reader([first.decode(encoding, errors="replace")]))
+
+
+def _extra_fields(path, line, fields, header):
+    return UserError(f"{path!r} line {line} has {fields} fields, the header {header}: "
+                     "fix or remove that row")
+
+
+def check_times(path, column):
+    """Check the ``Date Time`` strings (dd.mm.yyyy HH:MM:SS, a pandas Series) of the
+    data rows: rows out of time order (reversed, as some exports write them, or
+    shuffled) or repeating a time are an error, since a window must be 12 consecutive
+    times. Uneven spacing (gaps) is one warning: the windows stay positional, as
+    SPEC.md fixes them."""
+    times = pd.to_datetime(column, format=DATE_FORMAT, errors="coerce")
+    stamps = column.to_numpy()
+    unreadable = np.flatnonzero(times.isna().to_numpy())
+    if len(unreadable):
+        row = unreadable[0]
+        raise UserError(f"{path!r}: {DATE!r} {stamps[row]!r} at data row {row + 1} is "
+                        "not dd.mm.yyyy HH:MM:SS")
+    steps = np.diff(times.to_numpy()).astype("timedelta64[s]").astype(np.int64)
+    back = np.flatnonzero(steps < 0)
+    if len(back):
+        repeats = len(times) - times.nunique()
+        how = ("runs backwards in time (newest row first)" if (steps <= 0).all() else
+               f"is not in time order (rows where time goes back: {len(back)}, the first "
+               f"data row {back[0] + 2}: {stamps[back[0] + 1]} after {stamps[back[0]]})")
+        also = f" and repeats times (rows: {repeats})" if repeats else ""
+        raise UserError(f"{path!r} {how}{also}; the windows need the rows in time "
+                        f"order: sort it by {DATE}")
+    repeated = np.flatnonzero(steps == 0)
+    if len(repeated):
+        raise UserError(f"{path!r} has duplicate rows (rows repeating the previous row's "
+                        f"{DATE}: {len(repeated)}, the first data row {repeated[0] + 2}: "
+                        f"{stamps[repeated[0] + 1]}); remove them")
+    step = int(np.median(steps)) if len(steps) else 0
+    uneven = np.flatnonzero(steps != step)
+    if len(uneven):
+        longest = uneven[np.argmax(steps[uneven])]
+        print(f"warning: {path!r} has gaps (steps between rows other than the usual "
+              f"{_duration(step)}: {len(uneven)}, the longest {_duration(steps[longest])} "
+              f"after {stamps[longest]}); windows are taken by position, so some span "
+              "them", file=sys.stderr, flush=True)
+
+
+def _duration(seconds):
+    """E.g. '10 minutes', '24.7 hours', '3 days'."""
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:g} seconds"
 
 
 def split_sizes(n):

@@ -1,4 +1,5 @@
 """Synthetic data made in the tests: no internet, no ../shared."""
+import datetime
 import math
 import os
 import random
@@ -15,6 +16,7 @@ sys.path.insert(0, ROOT)
 import common  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 LABELS = ["down", "go", "left", "no", "right", "stop", "up", "yes"]
+START = datetime.datetime(2024, 1, 1)  # the synthetic CSVs' first 'Date Time'
 
 
 def write_jena_csv(path, rows, seed=0, columns=("T (degC)", "rh (%)")):
@@ -25,8 +27,9 @@ def write_jena_csv(path, rows, seed=0, columns=("T (degC)", "rh (%)")):
     rh = 70 - 20 * np.sin(2 * np.pi * t / 144) + rng.normal(0, 1.0, rows)
     with open(path, "w", encoding="latin-1") as f:
         f.write("Date Time,p (mbar)," + ",".join(columns) + "\n")
-        for i in range(rows):
-            f.write(f"01.01.2024 00:00:00,990.0,{temp[i]:.2f},{rh[i]:.2f}\n")
+        for i in range(rows):  # 10-minute rows, as the station's
+            stamp = START + datetime.timedelta(minutes=10 * i)
+            f.write(f"{stamp:%d.%m.%Y %H:%M:%S},990.0,{temp[i]:.2f},{rh[i]:.2f}\n")
     return path
 
 
