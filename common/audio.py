@@ -60,6 +60,28 @@ def _extensible_as_pcm(path, content):
     return content
 
 
+def _streamed_sizes(content):
+    """A writer that streams (to a pipe, or before it knows the length) leaves the
+    RIFF and ``data`` chunk sizes at 0 or 0xFFFFFFFF. Such a ``data`` chunk holds the
+    rest of the file: return the bytes with those sizes set from the file's length
+    (``wave`` then keeps the whole samples). Other content is returned unchanged."""
+    unknown = (0, 0xFFFFFFFF)
+    if content[:4] + content[8:12] != b"RIFFWAVE":
+        return content
+    fixed = bytearray(content)
+    if struct.unpack_from("<I", content, 4)[0] in unknown:
+        struct.pack_into("<I", fixed, 4, len(content) - 8)
+    pos = 12
+    while pos + 8 <= len(content):
+        name, size = struct.unpack_from("<4sI", content, pos)
+        if name == b"data":
+            if size in unknown and len(content) > pos + 8:
+                struct.pack_into("<I", fixed, pos + 4, len(content) - pos - 8)
+            break
+        pos += 8 + size + size % 2
+    return bytes(fixed)
+
+
 def read_wav(path, expected_rate=DATASET_RATE, content=None):
     """Read a 16-bit mono PCM WAV (plain or WAVE_FORMAT_EXTENSIBLE) as float32 in
     [-1, 1]; ``content``, when given, is the file's bytes already read (``path`` then
@@ -73,7 +95,8 @@ def read_wav(path, expected_rate=DATASET_RATE, content=None):
     if not content:
         raise UserError(f"{path!r} is empty (0 bytes); {REPLACE}")
     try:
-        with wave.open(io.BytesIO(_extensible_as_pcm(path, content)), "rb") as w:
+        pcm = _streamed_sizes(_extensible_as_pcm(path, content))
+        with wave.open(io.BytesIO(pcm), "rb") as w:
             channels, width, rate, frames = (w.getnchannels(), w.getsampwidth(),
                                              w.getframerate(), w.getnframes())
             data = w.readframes(frames)

@@ -1,4 +1,5 @@
 import dataclasses
+import struct
 
 import numpy as np
 import pytest
@@ -191,6 +192,27 @@ def test_empty_headerless_and_folder_wavs_are_rejected(tmp_path, read, case, mes
     with pytest.raises(UserError, match=message) as err:
         read(str(path))
     assert "np." not in str(err.value) and "()" not in str(err.value)
+
+
+@pytest.mark.parametrize("read", READERS)
+@pytest.mark.parametrize("size", [0, 0xFFFFFFFF])
+@pytest.mark.parametrize("stray_byte", [b"", b"\x7f"])
+@pytest.mark.parametrize("riff_too", [False, True])
+def test_streamed_wav_with_unknown_data_size_holds_the_rest_of_the_file(
+        tmp_path, read, size, stray_byte, riff_too):
+    """Streaming writers leave the data chunk's size (some the RIFF size too) at 0 or
+    0xFFFFFFFF: the samples are the rest of the file, trimmed to whole samples."""
+    plain, streamed = str(tmp_path / "plain.wav"), tmp_path / "streamed.wav"
+    write_wav(plain, tone(440, 1.0))
+    content = bytearray(open(plain, "rb").read())
+    data = content.index(b"data")
+    content[data + 4:data + 8] = struct.pack("<I", size)
+    if riff_too:
+        content[4:8] = struct.pack("<I", size)
+    streamed.write_bytes(bytes(content) + stray_byte)
+    samples = read(str(streamed))
+    assert samples.shape == (16000,)
+    assert np.array_equal(samples, read(plain))
 
 
 def test_augment_is_seeded_and_bounded():
