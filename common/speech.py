@@ -21,11 +21,13 @@ def split_list_path(split_dir, split):
 def read_split(split_dir, split, data_dir):
     """``(paths, label_names)`` of one split. The list's lines look like
     ``./data/mini_speech_commands/<label>/<file>.wav``; only the last three parts are
-    used, under ``data_dir``. Raises UserError for a missing list or listed file."""
+    used, under ``data_dir``. Raises UserError for a missing list or listed file, and
+    for a clip listed twice (it would count twice)."""
     list_path = split_list_path(split_dir, split)
     try:
         with open(list_path, encoding="utf-8") as f:
-            lines = [line.strip() for line in f if line.strip()]
+            lines = [(number, line.strip()) for number, line in enumerate(f, 1)
+                     if line.strip()]
     except IsADirectoryError:
         raise UserError(f"split list {list_path!r} is a folder, not a text file") from None
     except OSError:
@@ -36,12 +38,16 @@ def read_split(split_dir, split, data_dir):
                         "line)") from None
     if not lines:
         raise UserError(f"split list {list_path!r} is empty")
-    paths, labels = [], []
-    for line in lines:
+    paths, labels, seen = [], [], {}
+    for number, line in lines:
         parts = line.replace("\\", "/").split("/")
         if len(parts) < 3:
             raise UserError(f"{list_path!r}: {line!r} is not a <dataset>/<label>/<file> path")
         path = os.path.join(data_dir, *parts[-3:])
+        if path in seen:
+            raise UserError(f"{list_path!r} line {number}: {line!r} lists the clip of line "
+                            f"{seen[path]} again (it would count twice); remove one")
+        seen[path] = number
         if os.path.isdir(path):
             raise UserError(f"{path!r} (listed in {list_path}) is a folder, not a WAV "
                             f"file; {audio.REPLACE}")

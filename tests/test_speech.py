@@ -63,3 +63,16 @@ def test_listed_clip_that_is_a_folder_is_named_as_one(speech_dir):
     with pytest.raises(UserError, match=r"clip4_nohash_0.wav' \(listed in .*kws_test_split"
                                         r".txt\) is a folder, not a WAV file; replace it"):
         speech.load_splits(str(speech_dir), str(speech_dir), 16000)
+
+
+@pytest.mark.parametrize("spelling", ["same", "other"])
+def test_a_clip_listed_twice_in_one_split_is_an_error_naming_the_line(speech_dir, spelling):
+    path = speech_dir / "kws_train_split.txt"
+    lines = path.read_text().splitlines()
+    # line 3 again as line 7; "other": the same clip, written without './data/'
+    again = lines[2] if spelling == "same" else lines[2].replace("./data/", "")
+    path.write_text("\n".join(lines[:6] + [again] + lines[6:]) + "\n")
+    with pytest.raises(UserError, match=rf"kws_train_split.txt' line 7: '{again}' lists "
+                                        r"the clip of line 3 again \(it would count "
+                                        r"twice\); remove one$"):
+        speech.load_splits(str(speech_dir), str(speech_dir), 16000)
