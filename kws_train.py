@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common import artifacts, audio, cli, distill, pipeline, speech
+from common import artifacts, audio, cli, distill, negatives, pipeline, speech, stream
 from common.budget import Limit, device_limits
 from common.distill import Distillation
 from common.errors import UserError
+from common.negatives import Negatives
 from common.specaugment import SpecAugment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -63,6 +64,9 @@ class KwsRecipe:
     max_arena_bytes: int = None      # TFLM tensor arena bytes (optional device budget)
     spec_augment: SpecAugment = None  # feature masking, drawn per batch (None: off)
     distillation: Distillation = None  # soft targets from a wider teacher (None: off)
+    negatives: Negatives = None  # a listening version: background and
+    #                                        unknown-speech outputs, trained on made
+    #                                        negatives (None: the 8 keywords only)
 
     def first_strides(self):
         if self.first_stride is not None:
@@ -106,6 +110,13 @@ RECIPES = {
     "d": KwsRecipe(features=MFCC, alpha=0.235, sparsity=0.0, first_stride=STRIDE_2X2,
                    spec_augment=MASK_MFCC, max_zlib_bytes=32768, max_flash_bytes=32768,
                    max_arena_bytes=20480),
+    # e: d's network and envelope, listening: two more outputs (background, unknown
+    # speech) trained on negatives made from the training clips and generated noise
+    # (common/negatives.py); the detector's settings are chosen on validation audio
+    # and recorded in the model.
+    "e": KwsRecipe(features=MFCC, alpha=0.235, sparsity=0.0, first_stride=STRIDE_2X2,
+                   spec_augment=MASK_MFCC, max_zlib_bytes=32768, max_flash_bytes=32768,
+                   max_arena_bytes=20480, negatives=Negatives()),
 }
 
 EXAMPLES = """\
@@ -254,18 +265,40 @@ def fit_ds_cnn(recipe, features, targets, seed, verbose):
         else specaugment.masker(recipe.spec_augment))
 
 
+def choose_detector(tflite_bytes, data, recipe, minutes):
+    """The detector's settings for a model, chosen on validation audio made from
+    the validation split (``stream.validation_settings``)."""
+    from common.runtime import Runner
+    clips = data.load(recipe.features.sample_rate)
+    return stream.validation_settings(Runner(tflite_bytes), recipe.features, data.labels,
+                                      clips.splits["val"], minutes)
+
+
+def detector_settings(tflite_bytes, data, recipe, minutes):
+    """The settings the model records (a listening version's), else chosen now on
+    validation audio (a-d), and where they came from."""
+    from common import tflite_file
+    recorded = tflite_file.read_metadata(tflite_bytes, stream.DETECTOR_METADATA)
+    if recorded:
+        return stream.DetectorSettings.from_text(recorded, "the model"), "model metadata"
+    settings, _ = choose_detector(tflite_bytes, data, recipe, minutes)
+    return settings, "chosen on validation audio"
+
+
 class KeywordSpotting(pipeline.Task):
     name = "kws"
     classifier = True
     description = __doc__.split("\n\n")[0]
     recipes = RECIPES
     examples = EXAMPLES
-    header = ["model", "accuracy", "correct", "10 dB", "5 dB", ".tflite B",
-              ".tflite.zlib B", "inference ms", "total ms"]
+    header = ["model", "accuracy", "correct", "10 dB", "5 dB", "stream hits",
+              "FA/h stream", "FA/h noise", ".tflite B", ".tflite.zlib B", "inference ms",
+              "total ms"]
     search_space = SEARCH_SPACE
 
     def __init__(self):
         self.teachers = {}  # cache path -> (teacher's logits on the training split, info)
+        self.listening_minutes = stream.DEFAULT_MINUTES  # set from --listening-minutes
 
     def add_arguments(self, parser):
         parser.add_argument("--split-dir", default=os.path.join(HERE, "data"),
@@ -276,6 +309,20 @@ class KeywordSpotting(pipeline.Task):
         parser.add_argument("--latency-pause", type=cli.non_negative_float, default=0.1,
                             help="seconds between timed runs, as the course's script "
                                  "(default: 0.1)")
+        parser.add_argument("--listening-minutes", type=cli.non_negative_float,
+                            default=stream.DEFAULT_MINUTES, metavar="M",
+                            help="the listening report's keyword stream lasts M minutes, "
+                                 "its keyword-free recordings 6 M each, the validation "
+                                 "audio that chooses a listening version's detector "
+                                 f"settings 4 M (default: {stream.DEFAULT_MINUTES:g}; 0: "
+                                 "no listening report, and e records the detector's "
+                                 "default settings)")
+        parser.add_argument("--negatives", metavar="DIR",
+                            help="a listening version (e) also trains on this folder of "
+                                 "your own non-keyword audio: WAV files of any length, "
+                                 "cut into 1-s pieces; those under a folder named "
+                                 "_background_noise_ are background, the rest unknown "
+                                 "speech (recorded in the JSON with a checksum)")
 
     def load(self, args, recipe, evaluating=None):
         """The clips of every split (under --evaluate: the test split, with the label
@@ -290,9 +337,21 @@ class KeywordSpotting(pipeline.Task):
             from common import tflite_file
             labels = tflite_file.read_labels(evaluating.tflite_bytes, evaluating.path)
             check_features(evaluating, recipe.features, args.version)
-        corpus = speech.Corpus(args.data_dir, args.split_dir, args.seed,
-                               ("test",) if evaluating else speech.SPLITS, labels)
+            # the listening report chooses the detector's settings on validation audio
+            # when the model records none (versions a-d)
+            recorded = tflite_file.read_metadata(evaluating.tflite_bytes,
+                                                 stream.DETECTOR_METADATA)
+            splits = ("test",) if recorded else ("val", "test")
+        self.listening_minutes = args.listening_minutes
+        if args.negatives is not None and recipe.negatives is None:
+            raise UserError(f"--negatives trains a listening version; version "
+                            f"{args.version} has no background or unknown output (use e)")
+        corpus = speech.Corpus(args.data_dir, args.split_dir, args.seed, splits, labels,
+                               negatives.NON_KEYWORDS if recipe.negatives else (),
+                               args.negatives)
         corpus.load(recipe.features.sample_rate)
+        if evaluating is None:
+            corpus.user_negatives(recipe.features.sample_rate)  # bad folders fail early
         return corpus
 
     def train(self, recipe, data, seed, verbose):
@@ -345,8 +404,17 @@ class KeywordSpotting(pipeline.Task):
         """Record the label order and the feature configuration in the file itself
         (``tflite_file``): --evaluate reads both."""
         from common import tflite_file
-        return tflite_file.with_metadata(tflite_file.with_labels(tflite_bytes, data.labels),
-                                         FEATURES_METADATA, features_text(recipe.features))
+        tflite_bytes = tflite_file.with_metadata(
+            tflite_file.with_labels(tflite_bytes, data.labels), FEATURES_METADATA,
+            features_text(recipe.features))
+        if recipe.negatives is None:
+            return tflite_bytes
+        settings = stream.DetectorSettings()
+        if self.listening_minutes:
+            settings, _ = choose_detector(tflite_bytes, data, recipe,
+                                          self.listening_minutes)
+        return tflite_file.with_metadata(tflite_bytes, stream.DETECTOR_METADATA,
+                                         settings.to_text())
 
     def inputs(self, data, recipe, split):
         return getattr(data.data(recipe), split)
@@ -371,11 +439,32 @@ class KeywordSpotting(pipeline.Task):
         from common.runtime import host_description
         lat = latency(tflite_bytes, recipe.features, args.latency_runs,
                       args.latency_pause, args.seed)
+        cost, memory = stream.listening_cost(tflite_bytes, recipe.features)
         return ({"inference_ms": lat["1_thread"]["inference"]["mean_ms"],
-                 "total_ms": lat["1_thread"]["total"]["mean_ms"]},
-                {"latency": lat, "host": host_description()})
+                 "total_ms": lat["1_thread"]["total"]["mean_ms"], **cost},
+                {"latency": lat, "host": host_description(), "detector_memory": memory})
 
     def measure_robustness(self, runner, data, recipe, split):
+        """The noise report and the listening report (``listening_report``)."""
+        metrics, details = self.noise_report(runner, data, recipe, split)
+        listening, listening_details = self.listening_report(runner, data, recipe, split)
+        return {**metrics, **listening}, {**details, **listening_details}
+
+    def listening_report(self, runner, data, recipe, split):
+        """The detector on made test audio (``stream.listening_report``) at the
+        settings the model records, or chosen on validation audio."""
+        if not self.listening_minutes:
+            return {}, {}
+        settings, source = detector_settings(runner.tflite_bytes, data, recipe,
+                                             self.listening_minutes)
+        clips = data.load(recipe.features.sample_rate)
+        metrics, details = stream.listening_report(runner, recipe.features, data.labels,
+                                                   clips.splits[split], settings,
+                                                   self.listening_minutes)
+        details["settings_source"] = source
+        return metrics, {"listening": details}
+
+    def noise_report(self, runner, data, recipe, split):
         """The noise report: accuracy with white and pink noise added to every clip at
         20, 10, 5 and 0 dB SNR, drawn from a fixed seed (the same noise for every
         model); ``accuracy_<snr>db`` is the mean of the two colours."""
@@ -408,12 +497,27 @@ class KeywordSpotting(pipeline.Task):
                          s: artifacts.sha256_file(speech.split_list_path(args.split_dir, s))
                          for s in speech.SPLITS},
                      "clips_sha256": clips.sha256,
-                     "clips": {s: len(clips.splits[s][1]) for s in speech.SPLITS}}}
+                     "clips": {s: len(clips.splits[s][1]) for s in speech.SPLITS},
+                     **({"negatives": self.negatives_record(data, recipe)}
+                        if recipe.negatives else {})}}
+
+    def negatives_record(self, data, recipe):
+        """What the made negatives and ``--negatives`` added to training."""
+        features = data.data(recipe)
+        counts = {split: {name: int((getattr(features, split)[1]
+                                     == data.labels.index(name)).sum())
+                          for name in negatives.NON_KEYWORDS} for split in ("train", "val")}
+        user = data.user_negatives(recipe.features.sample_rate)
+        return {"examples": counts, "user_folder": user[2] if user else None}
 
     def row(self, name, m):
         noisy = [f"{m[k]:.2%}" if k in m else "-" for k in ("accuracy_10db", "accuracy_5db")]
+        hits = f"{m['stream_hit_rate']:.1%}" if m.get("stream_hit_rate") is not None else "-"
+        fa = [f"{m[k]:g}" if k in m else "-" for k in ("stream_fa_per_hour",
+                                                        "noise_fa_per_hour")]
         return [name, f"{m['accuracy']:.2%}", f"{m['correct']}/{m['clips']}", *noisy,
-                m["tflite_bytes"], m["zlib_bytes"], m["inference_ms"], m["total_ms"]]
+                hits, *fa, m["tflite_bytes"], m["zlib_bytes"], m["inference_ms"],
+                m["total_ms"]]
 
     def summary_lines(self, details, data):
         """The confusion matrix and the latency table."""
@@ -435,11 +539,35 @@ class KeywordSpotting(pipeline.Task):
                                [[colour] + [f"{v:.2%}" for k, v in by_condition.items()
                                             if k.startswith(colour)]
                                 for colour in ("white", "pink")])]
-        return noise_lines + ["", "confusion (rows: true label, columns: predicted)",
+        return noise_lines + listening_lines(details) + [
+                "", "confusion (rows: true label, columns: predicted)",
                 cli.format_table(["true"] + labels + ["recall"], rows), "",
                 f"latency on {details['host']['cpu']} ({details['host']['interpreter']})",
                 cli.format_table(["threads", "latency", "mean ms", "median ms", "p90 ms",
                                   "runs"], lat_rows)]
+
+
+def listening_lines(details):
+    """The listening report's table: each made test recording at the settings used."""
+    if "listening" not in details:
+        return []
+    report = details["listening"]
+    settings = report["settings"]
+    rows = [[name, f"{r['seconds'] / 60:.0f} min", r["words"] or "-", r["events"],
+             f"{r['hit_rate']:.1%}" if r["hit_rate"] is not None else "-",
+             r["false_alarms"], r["false_alarms_per_hour"], r["wrong_labels"],
+             r["latency_median_ms"] or "-", r["latency_p95_ms"] or "-"]
+            for name, r in report["recordings"].items()]
+    note = ([] if report["background_output"] else
+            ["  (this model has no background or unknown output: only the threshold "
+             "rejects other sounds)"])
+    return ["", f"listening on made test audio (seed {report['seed']}): hop "
+                f"{settings['hop_s']} s, averaged over {settings['average_s']} s, "
+                f"threshold {settings['threshold']}, suppression {settings['suppression_s']}"
+                f" s ({report['settings_source']})",
+            cli.format_table(["recording", "length", "words", "events", "hits",
+                              "false alarms", "per hour", "wrong label", "latency ms",
+                              "p95 ms"], rows)] + note
 
 
 def main(argv=None):

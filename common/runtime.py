@@ -54,7 +54,7 @@ class Runner:
         except (ValueError, RuntimeError) as err:
             raise UserError(f"the interpreter cannot load the model: "
                             f"{str(err).splitlines()[0]}") from None
-        self.num_threads = num_threads
+        self.num_threads, self.tflite_bytes = num_threads, tflite_bytes
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.input_shape = tuple(int(d) for d in self.input["shape"])

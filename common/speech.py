@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common import audio, noise
+from common import audio, negatives, noise, progress
 from common.errors import UserError
 
 URL = "http://storage.googleapis.com/download.tensorflow.org/data/mini_speech_commands.zip"
@@ -74,9 +74,15 @@ def load_clips(paths, sample_rate):
     return clips, digest.hexdigest()
 
 
-def compute_features(config, clips):
-    """The features of every clip, computed once: ``[n, *config.shape]``."""
-    return np.stack([audio.extract(config, clip) for clip in clips])
+def compute_features(config, clips, tick=None):
+    """The features of every clip, computed once: ``[n, *config.shape]``;
+    ``tick()`` (a progress line's ``advance``) is called after each clip."""
+    features = []
+    for clip in clips:
+        features.append(audio.extract(config, clip))
+        if tick is not None:
+            tick()
+    return np.stack(features)
 
 
 @dataclass(frozen=True)
@@ -217,22 +223,26 @@ def check_disjoint(split_paths):
                                 "the splits must not share clips")
 
 
-def load_splits(data_dir, split_dir, sample_rate, splits=SPLITS, labels=None):
+def load_splits(data_dir, split_dir, sample_rate, splits=SPLITS, labels=None,
+                extra_labels=()):
     """Read the split lists of ``splits`` and load their clips (once per sample rate).
 
     The label order is ``labels`` (a model's own, under --evaluate) or the sorted
-    label set of the training list; each listed split must hold exactly those
-    labels, and a clip's index is its folder name's position in that one order.
+    label set of the training list followed by ``extra_labels`` (a listening
+    version's background and unknown outputs, ``negatives.NON_KEYWORDS``, which no
+    list holds); each listed split must hold exactly the keyword labels, and a
+    clip's index is its folder name's position in that one order.
     """
     split_paths = {s: read_split(split_dir, s, data_dir) for s in splits}
     if labels is None:
         labels = sorted(set(read_split(split_dir, "train", data_dir)[1]
                             if "train" not in split_paths else split_paths["train"][1]))
+        labels += list(extra_labels)
         source = f"the training list {split_list_path(split_dir, 'train')}"
     else:
         source = "the model"
     check_label_sets({split_list_path(split_dir, s): split_paths[s][1] for s in splits},
-                     labels, source)
+                     [name for name in labels if negatives.is_keyword(name)], source)
     check_disjoint({split_list_path(split_dir, s): split_paths[s][0] for s in splits})
     index = {name: i for i, name in enumerate(labels)}
     loaded, digests = {}, {}
@@ -243,9 +253,10 @@ def load_splits(data_dir, split_dir, sample_rate, splits=SPLITS, labels=None):
     return Clips(list(labels), loaded, digests)
 
 
-def featurize(clips, config, aug, seed):
+def featurize(clips, config, aug, seed, tick=None):
     """Features of every loaded split, computed once; the training split gets
-    ``aug.copies`` augmented copies appended. A split not loaded is empty."""
+    ``aug.copies`` augmented copies appended. A split not loaded is empty.
+    ``tick()`` is called after each example (``feature_count`` of them)."""
     rng = np.random.default_rng(seed)
     result = {}
     for split in SPLITS:
@@ -253,29 +264,82 @@ def featurize(clips, config, aug, seed):
             result[split] = (np.zeros((0,) + config.shape, np.float32), np.zeros(0, np.int64))
             continue
         waves, y = clips.splits[split]
-        x = compute_features(config, waves)
+        x = compute_features(config, waves, tick)
         if split == "train" and aug.copies:
-            x = np.concatenate([x] + [compute_features(config, augment(waves, aug, rng))
+            x = np.concatenate([x] + [compute_features(config, augment(waves, aug, rng),
+                                                       tick)
                                       for _ in range(aug.copies)])
             y = np.tile(y, aug.copies + 1)
         result[split] = (x, y)
     return SpeechData(clips.labels, result["train"], result["val"], result["test"])
 
 
+def feature_count(clips, aug):
+    """How many examples ``featurize`` computes features for."""
+    return sum(len(y) * (1 + (aug.copies if split == "train" else 0))
+               for split, (_, y) in clips.splits.items())
+
+
+def add_negatives(data, clips, config, aug, negs, seed, user=None):
+    """``data`` (``SpeechData``) with made negatives appended to the training and
+    validation splits: the training split's made from training clips only (for as
+    many examples as it holds, augmented like the keywords), the validation split's
+    from validation clips (not augmented), each from a generator of its own.
+    ``user`` (``(waves, is_background)`` of ``--negatives``) joins the training
+    split as it is. Features are computed with ``config``."""
+    index = {name: data.labels.index(name) for name in negatives.NON_KEYWORDS}
+    splits = {}
+    for offset, split in enumerate(("train", "val")):
+        x, y = getattr(data, split)
+        if split not in clips.splits:
+            splits[split] = (x, y)
+            continue
+        waves, keyword_y = clips.splits[split]
+        rng = np.random.default_rng([seed, 7919, offset])
+        neg_waves, neg_y = negatives.make(waves, keyword_y, len(y), negs,
+                                          config.sample_rate, rng,
+                                          index[negatives.BACKGROUND],
+                                          index[negatives.UNKNOWN])
+        if split == "train":
+            if aug.copies:
+                neg_waves = augment(neg_waves, aug, rng)
+            if user is not None:
+                neg_waves = np.concatenate([neg_waves, user[0]])
+                neg_y = np.concatenate([neg_y, np.where(
+                    user[1], index[negatives.BACKGROUND], index[negatives.UNKNOWN])])
+        splits[split] = (np.concatenate([x, compute_features(config, neg_waves)]),
+                         np.concatenate([y, neg_y]))
+    return SpeechData(data.labels, splits["train"], splits["val"], data.test)
+
+
 class Corpus:
     """The clips (loaded once per sample rate) and their features (computed once
-    per feature configuration and seed): trials and runs share both."""
+    per feature configuration and seed): trials and runs share both.
+    ``extra_labels`` are outputs no split list holds (a listening version's);
+    ``negatives_dir`` a folder of the user's own non-keyword audio."""
 
-    def __init__(self, data_dir, split_dir, seed, splits=SPLITS, labels=None):
+    def __init__(self, data_dir, split_dir, seed, splits=SPLITS, labels=None,
+                 extra_labels=(), negatives_dir=None):
         self.data_dir, self.split_dir, self.seed = data_dir, split_dir, seed
         self.splits, self.labels = splits, labels
-        self.clips, self.features, self.noisy = {}, {}, {}
+        self.extra_labels, self.negatives_dir = tuple(extra_labels), negatives_dir
+        self.clips, self.features, self.noisy, self.user = {}, {}, {}, {}
+
+    def user_negatives(self, sample_rate):
+        """``(waves, is_background, record)`` of ``--negatives`` (None without it)."""
+        if self.negatives_dir is None:
+            return None
+        if sample_rate not in self.user:
+            self.user[sample_rate] = negatives.user_negatives(self.negatives_dir,
+                                                              sample_rate)
+        return self.user[sample_rate]
 
     def load(self, sample_rate):
         """``speech.Clips`` at ``sample_rate``; the first load fixes the label order."""
         if sample_rate not in self.clips:
             self.clips[sample_rate] = load_splits(self.data_dir, self.split_dir,
-                                                  sample_rate, self.splits, self.labels)
+                                                  sample_rate, self.splits, self.labels,
+                                                  self.extra_labels)
             self.labels = self.clips[sample_rate].labels
         return self.clips[sample_rate]
 
@@ -286,22 +350,33 @@ class Corpus:
         key = (config, split)
         if key not in self.noisy:
             waves = self.load(config.sample_rate).splits[split][0]
+            line = progress.Line(f"noise report: {split} clips in noise",
+                                 len(waves) * len(noise.REPORT_CONDITIONS))
             self.noisy[key] = {
                 (colour, snr): compute_features(
-                    config, noise.noisy_split(waves, colour, snr, noise.REPORT_SEED))
+                    config, noise.noisy_split(waves, colour, snr, noise.REPORT_SEED),
+                    line.advance)
                 for colour, snr in noise.REPORT_CONDITIONS}
+            line.finish()
         return self.noisy[key]
 
     def data(self, recipe):
         """``recipe``'s features of every loaded split (``SpeechData``), the training
         split's augmented copies drawn with the run's seed (shared by --seeds)."""
-        key = (recipe.features, recipe.augmentation)
+        negs = getattr(recipe, "negatives", None)  # a listening version's only
+        key = (recipe.features, recipe.augmentation, negs, self.negatives_dir)
         if key not in self.features:
             start = time.time()
             clips = self.load(recipe.features.sample_rate)
+            what = f"{recipe.features.kind} features {list(recipe.features.shape)}"
+            line = progress.Line(what, feature_count(clips, recipe.augmentation))
             self.features[key] = featurize(clips, recipe.features, recipe.augmentation,
-                                           self.seed)
+                                           self.seed, line.advance)
+            if negs is not None:
+                user = self.user_negatives(recipe.features.sample_rate)
+                self.features[key] = add_negatives(
+                    self.features[key], clips, recipe.features, recipe.augmentation,
+                    negs, self.seed, user and user[:2])
             examples = sum(len(getattr(self.features[key], s)[1]) for s in SPLITS)
-            print(f"{recipe.features.kind} features {list(recipe.features.shape)} of "
-                  f"{examples} examples in {time.time() - start:.0f} s", flush=True)
+            line.finish(f"{what} of {examples} examples in {time.time() - start:.0f} s")
         return self.features[key]

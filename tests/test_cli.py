@@ -13,7 +13,7 @@ from common.cli import EXIT_BAD_INPUT, run_main
 from conftest import ROOT, tone, write_jena_csv, write_wav
 
 FAST_KWS = ["--epochs", "1", "--alpha", "0.05", "--latency-runs", "3",
-            "--latency-pause", "0", "--quiet"]
+            "--latency-pause", "0", "--listening-minutes", "0.05", "--quiet"]
 
 
 def run_script(script, *args):
@@ -198,7 +198,8 @@ def test_kws_end_to_end_then_evaluate(tmp_path, speech_dir):
     assert report["recipe"]["features"]["kind"] == "mfcc"
     again = run_script("kws_train.py", "--version", "b", "--evaluate",
                        str(out / "kws_b.tflite.zlib"), *kws_args(speech_dir, out)[:4],
-                       "--latency-runs", "2", "--latency-pause", "0")
+                       "--latency-runs", "2", "--latency-pause", "0",
+                       "--listening-minutes", "0.05")
     assert again.returncode == result.returncode, again.stderr
     assert f"{report['metrics']['correct']}/8" in again.stdout
 

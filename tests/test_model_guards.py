@@ -98,7 +98,7 @@ def run_cli(main, argv, capsys):
 def kws_argv(data_dir, out_dir, *extra):
     return ["--data-dir", str(data_dir), "--split-dir", str(data_dir), "--out-dir",
             str(out_dir), "--no-download", "--latency-runs", "2", "--latency-pause", "0",
-            "--quiet", *extra]
+            "--listening-minutes", "0.05", "--quiet", *extra]
 
 
 class Spies:

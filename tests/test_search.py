@@ -346,7 +346,8 @@ def test_kws_search_trial_end_to_end(tmp_path, speech_dir, capsys):
 
 
 @pytest.mark.parametrize("script, version", [("kws_train", "a"), ("kws_train", "b"),
-                                             ("kws_train", "c"), ("forecast_train", "a"),
+                                             ("kws_train", "c"), ("kws_train", "d"),
+                                             ("kws_train", "e"), ("forecast_train", "a"),
                                              ("forecast_train", "b")])
 def test_recipes_are_points_of_the_search_space(script, version):
     import importlib
@@ -452,7 +453,7 @@ def test_a_helper_stops_when_its_parent_is_killed_outright(tmp_path):
     assert not [t for t in helper_trials if t.state.name == "RUNNING"]
 
 
-@pytest.mark.parametrize("version", ["a", "b", "c", "d"])
+@pytest.mark.parametrize("version", ["a", "b", "c", "d", "e"])
 def test_kws_search_space_rebuilds_each_shipped_recipe(version):
     """Trial 0 of a search is the shipped recipe, given as ``search_params``: the
     knobs must rebuild exactly its features and learning rate from them."""

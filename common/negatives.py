@@ -1,0 +1,222 @@
+"""Examples of "no keyword" for a listening spotter, made from what the project has.
+
+Mini Speech Commands holds only the eight keywords, so a spotter that must say "no
+keyword" learns it from made examples (the shipped recipe uses nothing else: no
+speech synthesis, no outside recordings):
+
+- **silence** (``BACKGROUND``): coloured noise at a level from near-silence to loud,
+  its colour and level changing once inside the second, as a room's background does;
+- **unknown** (``UNKNOWN``): speech that is no keyword, built from the keyword clips
+  themselves: a part of a word (its start or its end), the first part of one word
+  spliced onto the rest of another word, a word played backwards, a word resampled
+  far slower or faster (pitch and rate together).
+
+Every generator draws only from the clips it is given (the training split's, in
+training) and from ``rng``. ``user_negatives`` cuts a folder of the user's own
+non-keyword WAV files into 1-s pieces (``--negatives``).
+"""
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from common import audio, noise
+from common.errors import UserError
+
+BACKGROUND, UNKNOWN = "_silence_", "_unknown_"
+NON_KEYWORDS = (BACKGROUND, UNKNOWN)
+UNKNOWN_KINDS = ("partial", "splice", "reverse", "stretch")
+# a user's file under a folder of one of these names is background, else unknown speech
+BACKGROUND_FOLDERS = ("_background_noise_", BACKGROUND, "background", "noise")
+_FRAME_S = 0.01
+
+
+def is_keyword(label):
+    return label not in NON_KEYWORDS
+
+
+@dataclass(frozen=True)
+class Negatives:
+    """How many made negatives a listening version trains on, as fractions of the
+    keyword examples (each copy counted), and which kinds of unknown speech.
+
+    The field's datasets use 10-25 % of each (Speech Commands' 12-class task,
+    micro_speech, MLPerf Tiny). Frozen and hashable: it keys the cached features."""
+    silence_fraction: float = 0.1
+    unknown_fraction: float = 0.2
+    unknown_kinds: tuple = UNKNOWN_KINDS
+    silence_dbfs: tuple = (-80.0, -20.0)  # background RMS level, uniform in dBFS
+    stretch_factors: tuple = ((0.55, 0.7), (1.45, 1.8))  # resampling factor ranges
+
+    def __post_init__(self):
+        object.__setattr__(self, "unknown_kinds", tuple(self.unknown_kinds))
+        object.__setattr__(self, "silence_dbfs", tuple(self.silence_dbfs))
+        object.__setattr__(self, "stretch_factors",
+                           tuple(tuple(r) for r in self.stretch_factors))
+        unknown = [k for k in self.unknown_kinds if k not in UNKNOWN_KINDS]
+        if unknown:
+            raise ValueError(f"unknown_kinds must be a choice of {', '.join(UNKNOWN_KINDS)}, "
+                             f"got {unknown}")
+        for name in ("silence_fraction", "unknown_fraction"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.unknown_fraction and not self.unknown_kinds:
+            raise ValueError("unknown_fraction > 0 needs at least one unknown kind")
+
+
+def active_region(signal, rate, floor_db=-30.0):
+    """``(start, end)`` sample indices of the loud part of a clip: the first and last
+    10-ms frame whose RMS is within ``floor_db`` of the loudest frame's (the whole
+    clip when it is silent)."""
+    frame = max(1, int(rate * _FRAME_S))
+    n = len(signal) // frame
+    if n == 0:
+        return 0, len(signal)
+    rms = np.sqrt(np.mean(np.square(signal[:n * frame].reshape(n, frame),
+                                    dtype=np.float64), axis=1))
+    peak = rms.max()
+    if peak <= 0:
+        return 0, len(signal)
+    loud = np.flatnonzero(rms >= peak * 10 ** (floor_db / 20))
+    return int(loud[0] * frame), int(min(len(signal), (loud[-1] + 1) * frame))
+
+
+def place(piece, length, rng):
+    """``piece`` at a random offset in a zero clip of ``length`` samples."""
+    piece = piece[:length]
+    out = np.zeros(length, np.float32)
+    start = int(rng.integers(0, length - len(piece) + 1))
+    out[start:start + len(piece)] = piece
+    return out
+
+
+def silence(count, length, aug, rng):
+    """``count`` background clips: two segments of coloured noise, each of a colour
+    and an RMS level (``aug.silence_dbfs``) of its own, split at a random point."""
+    out = np.zeros((count, length), np.float32)
+    for i in range(count):
+        cut = int(rng.integers(length // 4, 3 * length // 4))
+        for start, stop in ((0, cut), (cut, length)):
+            colour = noise.COLOURS[int(rng.integers(len(noise.COLOURS)))]
+            level = 10 ** (rng.uniform(*aug.silence_dbfs) / 20)
+            out[i, start:stop] = level * noise.colored_noise(colour, stop - start, rng)
+    return np.clip(out, -1.0, 1.0, out=out)
+
+
+def _word(clip, rate):
+    start, end = active_region(clip, rate)
+    return clip[start:end]
+
+
+def partial(clip, other, rate, aug, rng):
+    """The first or the last 25-55 % of a word, at a random offset."""
+    word = _word(clip, rate)
+    keep = max(1, int(len(word) * rng.uniform(0.25, 0.55)))
+    piece = word[:keep] if rng.random() < 0.5 else word[-keep:]
+    return place(piece, len(clip), rng)
+
+
+def splice(clip, other, rate, aug, rng):
+    """The first part of one word joined to the rest of another (cut at the same
+    relative point, 30-70 % into each)."""
+    a, b = _word(clip, rate), _word(other, rate)
+    cut = rng.uniform(0.3, 0.7)
+    return place(np.concatenate([a[:int(len(a) * cut)], b[int(len(b) * cut):]]),
+                 len(clip), rng)
+
+
+def reverse(clip, other, rate, aug, rng):
+    """The word played backwards."""
+    return place(_word(clip, rate)[::-1].copy(), len(clip), rng)
+
+
+def stretch(clip, other, rate, aug, rng):
+    """The word resampled by a factor far from 1 (slower and lower, or faster and
+    higher: rate and pitch together), from ``aug.stretch_factors``."""
+    low, high = aug.stretch_factors[int(rng.integers(len(aug.stretch_factors)))]
+    factor = rng.uniform(low, high)
+    word = _word(clip, rate)
+    # resampling by a rational up/down: a factor > 1 plays the word slower
+    up = int(round(factor * 20))
+    return place(audio.resample(word, 20, up), len(clip), rng)
+
+
+GENERATORS = {"partial": partial, "splice": splice, "reverse": reverse, "stretch": stretch}
+
+
+def unknown(clips, y, count, rate, aug, rng, kinds=None):
+    """``(waves [count, samples], kinds [count])``: unknown speech made from
+    ``clips`` (with integer labels ``y``): each from a random clip, a kind drawn
+    uniformly from ``kinds`` (default ``aug.unknown_kinds``); a splice's second word
+    is of another label when the clips hold one."""
+    kinds = tuple(kinds or aug.unknown_kinds)
+    n, length = clips.shape
+    out = np.zeros((count, length), np.float32)
+    drawn = []
+    for i in range(count):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        first = int(rng.integers(n))
+        others = np.flatnonzero(y != y[first])
+        second = int(rng.choice(others)) if len(others) else int(rng.integers(n))
+        out[i] = GENERATORS[kind](clips[first], clips[second], rate, aug, rng)
+        drawn.append(kind)
+    return np.clip(out, -1.0, 1.0, out=out), drawn
+
+
+def make(clips, y, examples, aug, rate, rng, background_index, unknown_index):
+    """``(waves, labels)``: the made negatives for ``examples`` keyword examples,
+    silence first, then unknown speech, labelled ``background_index`` and
+    ``unknown_index``."""
+    length = clips.shape[1]
+    n_silence = int(round(aug.silence_fraction * examples))
+    n_unknown = int(round(aug.unknown_fraction * examples)) if aug.unknown_kinds else 0
+    waves = np.concatenate([silence(n_silence, length, aug, rng),
+                            unknown(clips, y, n_unknown, rate, aug, rng)[0]])
+    labels = np.array([background_index] * n_silence + [unknown_index] * n_unknown,
+                      np.int64)
+    return waves, labels
+
+
+def _wav_files(folder):
+    if not os.path.isdir(folder):
+        raise UserError(f"--negatives {folder!r} is not a folder")
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+    if not found:
+        raise UserError(f"--negatives {folder!r} holds no files; give a folder of WAV "
+                        "files of non-keyword audio")
+    return found
+
+
+def user_negatives(folder, rate):
+    """``(waves [n, samples], is_background [n], record)``: every WAV file under
+    ``folder`` (any length, any rate: resampled to ``rate``) cut into 1-s pieces
+    (a last piece shorter than half a second is dropped, a longer one padded). A
+    file under a folder named like ``_background_noise_`` is background, any other
+    unknown speech. ``record`` names the folder, its files and pieces and one sha256
+    over the files' relative paths and bytes, for the results JSON. A file that is
+    not a 16-bit PCM WAV is a UserError."""
+    from common import stream
+    length = int(rate * audio.CLIP_SECONDS)
+    pieces, background, digest = [], [], hashlib.sha256()
+    files = _wav_files(folder)
+    for path in files:
+        rel = os.path.relpath(path, folder)
+        content = audio.read_file(path)
+        digest.update(rel.encode() + b"\0" + content)
+        signal, file_rate = stream.read_wav_any(path, content)
+        signal = stream.resample_long(signal, file_rate, rate)
+        is_bg = any(part in BACKGROUND_FOLDERS for part in rel.split(os.sep)[:-1])
+        for start in range(0, len(signal), length):
+            piece = signal[start:start + length]
+            if len(piece) * 2 >= length:
+                pieces.append(audio.pad_or_cut(piece, length))
+                background.append(is_bg)
+    if not pieces:
+        raise UserError(f"--negatives {folder!r}: no file holds half a second of audio")
+    record = {"folder": os.path.abspath(folder), "files": len(files), "pieces": len(pieces),
+              "background_pieces": int(sum(background)), "sha256": digest.hexdigest()}
+    return np.stack(pieces), np.array(background, bool), record

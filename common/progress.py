@@ -1,0 +1,49 @@
+"""One updating line of progress on stdout for the long steps (KWS feature
+extraction, the noise report): rewritten in place with ``\\r`` at most every
+``INTERVAL`` seconds, then replaced by the step's closing line, so a terminal shows
+one line per step and a log file a handful of updates, not thousands.
+
+``--quiet`` silences the updates (the closing lines stay: they are results): the
+command line calls ``set_quiet`` (``cli.Parser.parse_args``), process-wide like the
+TensorFlow log switch in ``common``.
+"""
+import sys
+import time
+
+INTERVAL = 1.0  # seconds between two updates of the line
+
+_quiet = False
+
+
+def set_quiet(quiet):
+    global _quiet
+    _quiet = bool(quiet)
+
+
+class Line:
+    """``Line("mfcc features", total)``; call ``advance()`` per item done, and
+    ``finish(text)`` at the end (``text`` None: just clear the line)."""
+
+    def __init__(self, label, total):
+        self.label, self.total, self.done = label, max(1, total), 0
+        self._shown_at = None  # time.monotonic() of the last update shown
+        self._width = 0        # characters of the update on screen (0: none)
+
+    def advance(self, count=1):
+        self.done += count
+        now = time.monotonic()
+        if _quiet or (self._shown_at is not None and now - self._shown_at < INTERVAL):
+            return
+        self._shown_at = now
+        text = f"{self.label}: {self.done}/{self.total} ({self.done / self.total:.0%})"
+        sys.stdout.write("\r" + text.ljust(self._width))
+        sys.stdout.flush()
+        self._width = len(text)
+
+    def finish(self, text=None):
+        if self._width:
+            sys.stdout.write("\r" + " " * self._width + "\r")
+            self._width = 0
+        if text is not None:
+            print(text)
+        sys.stdout.flush()

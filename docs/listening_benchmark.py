@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""The streaming benchmark of every shipped keyword spotter, through one detector:
+writes docs/kws_listening.json (per version: the operating point on each made test
+recording, the DET curve, the cost of listening) and draws docs/kws_det.png (hit
+rate on the keyword stream against false alarms per hour, over the threshold, one
+line per version).
+
+Every model listens to the same audio, made from the test split (stream.REPORT_SEED);
+a model that records detector settings (a listening version) uses them, the others
+get theirs chosen on validation audio made from the validation split, by the rule
+that chose e's (``stream.choose_settings``). The plot needs matplotlib
+(requirements-search.txt).
+
+Usage: python docs/listening_benchmark.py [--data-dir data] [--versions a,b,c,d,e]
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import common  # noqa: E402,F401
+
+from common import artifacts, cli, micro, speech, stream  # noqa: E402
+
+
+def benchmark(version, data_dir, split_dir):
+    """``{metrics, details, cost}`` of one shipped model."""
+    from common.runtime import Runner
+    spotter = stream.read_spotter(os.path.join(ROOT, "models", f"kws_{version}.tflite.zlib"))
+    corpus = speech.Corpus(data_dir, split_dir, 0, ("val", "test"), spotter.labels)
+    clips = corpus.load(spotter.features.sample_rate)
+    runner = Runner(spotter.tflite_bytes)
+    settings, source = spotter.settings, "model metadata"
+    if settings is None:
+        settings, _ = stream.validation_settings(runner, spotter.features, spotter.labels,
+                                                 clips.splits["val"])
+        source = "chosen on validation audio"
+    metrics, details = stream.listening_report(runner, spotter.features, spotter.labels,
+                                               clips.splits["test"], settings)
+    details["settings_source"] = source
+    cost, memory = stream.listening_cost(spotter.tflite_bytes, spotter.features)
+    if micro.available():
+        device = micro.MicroRunner(spotter.tflite_bytes)
+        listener = stream.Listener(device, spotter.features, spotter.labels, settings)
+        signal = stream.background(20.0, spotter.features.sample_rate,
+                                   __import__("numpy").random.default_rng(0))
+        start = time.perf_counter()
+        listener.feed(signal)
+        cost["tflm_ms_per_hop_host"] = round(1000 * (time.perf_counter() - start)
+                                             / listener.hops_done, 3)
+        memory["arena_bytes"] = device.arena_bytes()
+    return {"metrics": metrics, "details": details, "cost": cost, "memory": memory,
+            "flash_bytes": len(spotter.tflite_bytes)}
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for version, result in results.items():
+        curve = result["details"]["det"]
+        fa = [max(p["fa_per_hour"], 0.5) for p in curve]  # 0 drawn at the axis floor
+        ax.plot(fa, [p["hit_rate"] for p in curve], marker=".", markersize=3,
+                label=f"{version}{' (background + unknown outputs)' if result['details']['background_output'] else ''}")
+        m = result["metrics"]
+        ax.scatter([max(m["stream_fa_per_hour"], 0.5)], [m["stream_hit_rate"]], s=40,
+                   edgecolor="k", zorder=3)
+    ax.scatter([12], [0.88], marker="*", s=120, color="k",
+               label="MLPerf Tiny streaming reference (44/50 at ~12 FA/h)")
+    ax.set_xscale("log")
+    ax.set_xlabel("false alarms per hour on the test stream (0 drawn at 0.5)")
+    ax.set_ylabel("keywords hit")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("DET over the threshold (dots: the settings chosen on validation)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
+    parser.add_argument("--split-dir", default=os.path.join(ROOT, "data"))
+    parser.add_argument("--versions", default="a,b,c,d,e")
+    args = parser.parse_args()
+    cli.quiet_libraries(False)
+    out = os.path.join(HERE, "kws_listening.json")
+    results = json.load(open(out)) if os.path.exists(out) else {}
+    for version in args.versions.split(","):
+        start = time.time()
+        results[version] = benchmark(version, args.data_dir, args.split_dir)
+        print(version, results[version]["metrics"], results[version]["cost"],
+              f"{time.time() - start:.0f} s", flush=True)
+        artifacts.atomic_write_bytes(out, artifacts.json_bytes(
+            dict(sorted(results.items()))))
+    plot(dict(sorted(results.items())), os.path.join(HERE, "kws_det.png"))
+
+
+if __name__ == "__main__":
+    main()

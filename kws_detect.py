@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Listen for keywords in continuous audio with a keyword-spotting model written by
+kws_train.py: a WAV file of any length, or raw audio on standard input.
+
+Every hop it runs the deployed .tflite on the last second of audio with the
+pipeline's own front end, averages the scores over time, and prints one line per
+detection: the time in seconds from the start of the audio at which it fired, the
+label and the averaged score. The hop, the averaging span, the threshold and the
+suppression time default to what the model records (chosen on validation audio
+when it was trained); each can be overridden.
+"""
+import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import argparse
+import json
+import sys
+import time
+
+from common import audio, cli, stream
+from common.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, \
+    Terminated, UserError
+
+EXAMPLES = """\
+  python kws_detect.py models/kws_e.tflite.zlib recording.wav
+  python kws_detect.py models/kws_e.tflite.zlib recording.wav --json > detections.json
+  arecord -t raw -f S16_LE -r 16000 -c 1 | python kws_detect.py models/kws_e.tflite.zlib -
+"""
+CHUNK_BYTES = 3200  # 100 ms of 16-bit audio at 16 kHz: a live stream is read this often
+
+
+def parse_args(argv):
+    parser = cli.Parser(description=__doc__.split("\n\n")[0],
+                        epilog=f"exit status: 0 done; 2 bad input; 130 interrupted "
+                               f"(what was detected is printed first)\n\n"
+                               f"examples:\n{EXAMPLES}",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a .tflite.zlib or .tflite written by kws_train.py")
+    parser.add_argument("audio", help="a 16-bit PCM WAV file (resampled to the model's "
+                                      "rate when it differs), or - for raw 16-bit "
+                                      "little-endian mono PCM at 16 kHz on standard input")
+    parser.add_argument("--threshold", type=cli._number(float, 0.0, 1.0),
+                        help="fire when a keyword's averaged probability reaches this, "
+                             "in [0, 1] (default: the model's)")
+    parser.add_argument("--average", type=cli._number(float, 0.0, low_open=True),
+                        metavar="SECONDS", help="average the scores over this span "
+                                                "(default: the model's)")
+    parser.add_argument("--suppression", type=cli.non_negative_float, metavar="SECONDS",
+                        help="no second detection within this time (default: the model's)")
+    parser.add_argument("--hop", type=cli._number(float, 0.0, 1.0, low_open=True),
+                        metavar="SECONDS", help="run the model this often (default: the "
+                                                "model's)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the detections as one JSON list at the end")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's own start-up logs and warnings")
+    args = parser.parse_args(argv)
+    cli.quiet_libraries(args.verbose)
+    return args
+
+
+def settings_of(spotter, args):
+    """The model's recorded settings (or the detector's defaults), overridden by the
+    command line."""
+    import dataclasses
+    base = spotter.settings or stream.DetectorSettings()
+    asked = {"threshold": args.threshold, "average_s": args.average,
+             "suppression_s": args.suppression, "hop_s": args.hop}
+    return dataclasses.replace(base, **{k: v for k, v in asked.items() if v is not None})
+
+
+def audio_pieces(path, rate):
+    """The audio as float pieces at ``rate``: a whole WAV file at once, or standard
+    input as it arrives."""
+    if path != "-":
+        signal, file_rate = stream.read_wav_any(path)
+        yield stream.resample_long(signal, file_rate, rate)
+        return
+    if rate != stream.RAW_RATE:
+        raise UserError(f"the model listens at {rate} Hz; standard input is read as "
+                        f"{stream.RAW_RATE} Hz: give a WAV file instead")
+    if sys.stdin is None:
+        raise UserError("standard input is closed; give a WAV file or pipe audio in")
+    import numpy as np
+    source, rest = sys.stdin.buffer, b""
+    while True:
+        data = source.read1(CHUNK_BYTES) if hasattr(source, "read1") else source.read(
+            CHUNK_BYTES)
+        if not data:
+            return
+        data = rest + data
+        whole = len(data) // 2 * 2
+        rest = data[whole:]
+        yield np.frombuffer(data[:whole], "<i2").astype(np.float32) / 32768.0
+
+
+def show(detection, labels):
+    time_s, index, score = detection
+    print(f"{time_s:.2f}  {labels[index]}  {score:.2f}", flush=True)
+
+
+def listen(spotter, settings, audio_path, as_json):
+    """Run the detector; returns ``(detections, listener, seconds spent)`` and the
+    interruption, if any (the detections found until then are kept)."""
+    from common.runtime import Runner
+    runner = Runner(spotter.tflite_bytes, num_threads=1)
+    expected = tuple(spotter.features.shape)
+    if tuple(runner.input_shape[1:]) != expected:
+        raise UserError(f"{spotter.path!r} takes input {list(runner.input_shape)}, but its "
+                        f"recorded features are {list(expected)}: a damaged model")
+    listener = stream.Listener(runner, spotter.features, spotter.labels, settings)
+    found, start, stopped = [], time.perf_counter(), None
+    try:
+        for piece in audio_pieces(audio_path, spotter.features.sample_rate):
+            for detection in listener.feed(piece):
+                found.append(detection)
+                if not as_json:
+                    show(detection, spotter.labels)
+    except KeyboardInterrupt as err:  # Ctrl-C on a live stream, or SIGTERM
+        stopped = err
+    return found, listener, time.perf_counter() - start, stopped
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.audio != "-":
+        audio.read_file(args.audio)  # a missing file fails before TensorFlow loads
+    spotter = stream.read_spotter(args.model)
+    settings = settings_of(spotter, args)
+    if not spotter.listens:
+        print("note: this model has no background or unknown output; only the threshold "
+              "rejects other sounds", file=sys.stderr)
+    found, listener, spent, stopped = listen(spotter, settings, args.audio, args.json)
+    if args.json:
+        print(json.dumps([{"time_s": t, "label": spotter.labels[i], "score": round(s, 4)}
+                          for t, i, s in found]), flush=True)
+    print(f"processed {listener.seconds:.1f} s of audio in {spent:.1f} s "
+          f"({listener.seconds / max(spent, 1e-9):.0f}x real time); {len(found)} "
+          f"detection{'s' if len(found) != 1 else ''} (threshold {settings.threshold:g}, "
+          f"averaged over {settings.average_s:g} s)", file=sys.stderr)
+    if stopped is not None:
+        return EXIT_TERMINATED if isinstance(stopped, Terminated) else EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def run(argv=None):
+    """``main`` with the command-line conventions: one ``error:`` line and exit 2 for
+    bad input, a closed output pipe included."""
+    import signal
+
+    def terminate(signum, frame):
+        raise Terminated()
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        code = main(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = EXIT_BAD_INPUT
+    except BrokenPipeError:
+        print("error: the output pipe was closed", file=sys.stderr)
+        code = EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # before listening started: nothing was detected
+        print("error: interrupted before any audio was read", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        pass
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    run()

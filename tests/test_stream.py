@@ -1,0 +1,332 @@
+"""Listening on a stream: the scoring rule, the detector (offline and live forms),
+resampling of long recordings, the made negatives, --negatives, the detector
+settings a model records, and kws_detect.py end to end on a tone fixture."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import wave
+
+import numpy as np
+import pytest
+
+from conftest import LABELS, ROOT, write_wav
+from common import audio, negatives, speech, stream
+from common.errors import UserError
+
+
+# --- the scoring rule ---------------------------------------------------------
+
+def test_scoring_rule_counts_hits_wrong_labels_and_false_alarms():
+    words = [(1.0, 1.5, 0), (10.0, 10.6, 1)]
+    result = stream.score([(2.24, 0, 0.9),    # 0.74 s after the end: a hit
+                           (2.26, 0, 0.9),    # 0.76 s after: outside, a false alarm
+                           (10.3, 0, 0.9),    # inside word 2, wrong label
+                           (10.5, 1, 0.9),    # word 2 hit
+                           (10.9, 1, 0.9),    # word 2 again: at most one hit per word
+                           (30.0, 1, 0.9)],   # nowhere near a word
+                          words, duration_s=3600)
+    assert result["hits"] == 2 and result["hit_rate"] == 1.0
+    assert result["false_alarms"] == 4 and result["false_alarms_per_hour"] == 4.0
+    assert result["wrong_labels"] == 1
+    assert result["latency_median_ms"] == pytest.approx(1000 * np.median([0.74, -0.1]))
+
+
+def test_scoring_rule_rejects_a_detection_just_past_the_window():
+    late = stream.score([(1.5 + 0.76, 0, 1.0)], [(1.0, 1.5, 0)], 60)
+    in_time = stream.score([(1.5 + 0.74, 0, 1.0)], [(1.0, 1.5, 0)], 60)
+    assert (late["hits"], late["false_alarms"]) == (0, 1)
+    assert (in_time["hits"], in_time["false_alarms"]) == (1, 0)
+
+
+# --- the detector: offline and live forms agree -------------------------------
+
+class FakeRunner:
+    """Logits from the features: class 0 loud, class 1 quiet, class 2 background."""
+
+    def __call__(self, features):
+        level = float(np.mean(features))
+        return np.array([level, -level, 0.5 * level], np.float32)
+
+
+def test_listener_fed_in_pieces_matches_offline_detection():
+    rng = np.random.default_rng(0)
+    config = audio.FeatureConfig()
+    signal = np.zeros(16000 * 12, np.float32)
+    for start in (2, 6, 9):
+        signal[start * 16000:start * 16000 + 8000] = 0.5 * rng.standard_normal(8000)
+    signal += 1e-3 * rng.standard_normal(len(signal)).astype(np.float32)
+    labels = ["a", "b", negatives.BACKGROUND]
+    settings = stream.DetectorSettings(hop_s=0.1, average_s=0.3, threshold=0.5,
+                                       suppression_s=1.0)
+    probs = stream.hop_probabilities(FakeRunner(), config, signal, settings.hop_s)
+    offline = stream.detect(probs, settings, np.array([True, True, False]))
+    listener = stream.Listener(FakeRunner(), config, labels, settings)
+    live, at = [], 0
+    while at < len(signal):
+        size = int(rng.integers(1, 5000))
+        live += listener.feed(signal[at:at + size])
+        at += size
+    assert offline, "the fixture must fire"
+    assert [(t, l) for t, l, _ in live] == [(t, l) for t, l, _ in offline]
+    assert np.allclose([s for *_, s in live], [s for *_, s in offline], atol=1e-5)
+    assert listener.seconds == pytest.approx(len(probs) * settings.hop_s)
+
+
+def test_background_outputs_never_fire():
+    probs = np.tile(np.array([[0.05, 0.05, 0.9]], np.float32), (30, 1))
+    settings = stream.DetectorSettings(threshold=0.5)
+    assert stream.detect(probs, settings, np.array([True, True, False])) == []
+    assert stream.detect(probs, settings, np.array([True, True, True]))
+
+
+def test_suppression_keeps_detections_apart():
+    probs = np.tile(np.array([[1.0, 0.0]], np.float32), (50, 1))
+    found = stream.detect(probs, stream.DetectorSettings(threshold=0.5, suppression_s=1.0),
+                          np.array([True, True]))
+    times = [t for t, _, _ in found]
+    assert times == pytest.approx([0.1, 1.1, 2.1, 3.1, 4.1])
+
+
+def test_smoothing_averages_the_last_hops():
+    probs = np.array([[0.0], [1.0], [1.0], [1.0]], np.float32)
+    assert stream.smooth(probs, 2)[:, 0] == pytest.approx([0.0, 0.5, 1.0, 1.0])
+
+
+# --- resampling a long recording ------------------------------------------------
+
+@pytest.mark.parametrize("rates", [(44100, 16000), (8000, 16000), (48000, 16000)])
+def test_resample_long_equals_the_one_shot_resampler(rates):
+    rng = np.random.default_rng(1)
+    signal = rng.standard_normal(int(rates[0] * 1.7)).astype(np.float32)
+    long = stream.resample_long(signal, *rates, block_outputs=3000)
+    assert long.shape == audio.resample(signal, *rates).shape
+    assert np.allclose(long, audio.resample(signal, *rates), atol=1e-5)
+
+
+# --- the made negatives -------------------------------------------------------
+
+def test_made_negatives_are_labelled_and_counted():
+    rng = np.random.default_rng(0)
+    clips = rng.uniform(-0.5, 0.5, (8, 16000)).astype(np.float32)
+    y = np.arange(8) % 4
+    waves, labels = negatives.make(clips, y, 100, negatives.Negatives(), 16000, rng, 8, 9)
+    assert waves.shape == (30, 16000)
+    assert list(labels) == [8] * 10 + [9] * 20
+
+
+@pytest.mark.parametrize("kind", ["partial", "splice", "reverse"])
+def test_unknown_speech_comes_only_from_the_given_clips(kind):
+    """Train clips hold positive values only, the others negative: a made example
+    holds no value the given clips lack."""
+    rng = np.random.default_rng(2)
+    train = rng.uniform(0.1, 0.9, (6, 16000)).astype(np.float32)
+    waves, kinds = negatives.unknown(train, np.arange(6), 20, 16000,
+                                     negatives.Negatives(), rng, kinds=(kind,))
+    assert set(kinds) == {kind}
+    assert (waves >= 0).all() and (waves > 0).any()
+    assert np.isin(waves[waves > 0], train).all()
+
+
+def test_stretched_speech_changes_length():
+    rng = np.random.default_rng(3)
+    word = np.zeros(16000, np.float32)
+    word[4000:8000] = 0.5 * np.sin(np.arange(4000) * 0.3)
+    out = negatives.stretch(word, word, 16000, negatives.Negatives(
+        stretch_factors=((1.5, 1.5),)), rng)
+    start, end = negatives.active_region(out, 16000)
+    assert (end - start) == pytest.approx(6000, abs=300)
+
+
+def corpus_of(splits):
+    """A ``speech.Clips`` whose splits are tagged by sign: train clips positive,
+    validation and test clips negative."""
+    rng = np.random.default_rng(4)
+    made = {}
+    for split in splits:
+        sign = 1 if split == "train" else -1
+        made[split] = (sign * rng.uniform(0.1, 0.9, (8, 16000)).astype(np.float32),
+                       np.arange(8) % 2)
+    return speech.Clips(["a", "b", *negatives.NON_KEYWORDS], made,
+                        {s: "" for s in splits})
+
+
+def test_training_negatives_never_draw_from_validation_or_test_clips(monkeypatch):
+    clips = corpus_of(speech.SPLITS)
+    drawn = []
+    real = negatives.make
+
+    def spy(waves, *args, **kwargs):
+        drawn.append(waves)
+        return real(waves, *args, **kwargs)
+    monkeypatch.setattr(negatives, "make", spy)
+    config = audio.FeatureConfig()
+    data = speech.featurize(clips, config, speech.Augmentation(), 0)
+    neg = negatives.Negatives(unknown_kinds=("partial", "splice", "reverse"))
+    result = speech.add_negatives(data, clips, config, speech.Augmentation(), neg, 0)
+    assert drawn[0] is clips.splits["train"][0] and drawn[1] is clips.splits["val"][0]
+    # labels stay aligned: keywords first, then background (2), then unknown (3)
+    assert list(result.train[1]) == list(data.train[1]) + [2] + [3, 3]
+    assert list(result.val[1]) == list(data.val[1]) + [2] + [3, 3]
+    assert result.test[1].tolist() == data.test[1].tolist()
+    assert len(result.train[0]) == len(result.train[1])
+
+
+# --- --negatives ----------------------------------------------------------------
+
+def test_user_negatives_are_cut_into_pieces_and_labelled(tmp_path):
+    write_wav(str(tmp_path / "_background_noise_" / "hum.wav"),
+              list(0.1 * np.sin(np.arange(8000 * 5 // 2) * 0.05)), rate=8000)
+    write_wav(str(tmp_path / "words" / "cat.wav"), list(0.3 * np.ones(11200)))
+    write_wav(str(tmp_path / "words" / "tick.wav"), list(0.3 * np.ones(4000)))
+    waves, background, record = negatives.user_negatives(str(tmp_path), 16000)
+    assert waves.shape == (4, 16000)          # 2.5 s -> 3 pieces, 0.7 s -> 1, 0.25 s -> 0
+    assert background.tolist() == [True, True, True, False]
+    assert record["files"] == 3 and record["pieces"] == 4 and len(record["sha256"]) == 64
+    again = negatives.user_negatives(str(tmp_path), 16000)[2]
+    assert again["sha256"] == record["sha256"]
+
+
+def test_user_negatives_refuse_an_empty_folder_and_a_non_wav_file(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no files"):
+        negatives.user_negatives(str(tmp_path / "empty"), 16000)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.wav").write_text("not audio")
+    with pytest.raises(UserError, match="not a readable WAV"):
+        negatives.user_negatives(str(tmp_path / "junk"), 16000)
+    with pytest.raises(UserError, match="not a folder"):
+        negatives.user_negatives(str(tmp_path / "missing"), 16000)
+
+
+# --- recordings ----------------------------------------------------------------
+
+def test_recordings_are_reproducible_and_keep_events_off_the_words():
+    rng = np.random.default_rng(5)
+    clips = np.zeros((6, 16000), np.float32)
+    clips[:, 4000:10000] = 0.3 * rng.standard_normal((6, 6000))
+    plan = (("stream", 1, True, True),)
+    a = stream.recordings(clips, np.arange(6), list("abcdef"), 16000, plan, 1.0, 7)[0]
+    b = stream.recordings(clips, np.arange(6), list("abcdef"), 16000, plan, 1.0, 7)[0]
+    assert np.array_equal(a.signal, b.signal) and a.words == b.words
+    assert 10 <= len(a.words) <= 30 and a.events
+    for start, end, _ in a.events:
+        for w_start, w_end, _ in a.words:
+            assert end <= w_start or start >= w_end + stream.HIT_WINDOW_S - 1e-6
+    starts = np.diff([w[0] for w in a.words])
+    assert starts.min() >= 2.0 - 0.01 and starts.max() <= 5.0 + 0.01
+
+
+# --- the settings a model records ------------------------------------------------
+
+def test_detector_settings_round_trip_through_text():
+    settings = stream.DetectorSettings(hop_s=0.2, average_s=0.8, threshold=0.73,
+                                       suppression_s=1.5)
+    assert stream.DetectorSettings.from_text(settings.to_text(), "m") == settings
+    with pytest.raises(UserError, match="damaged 'detector'"):
+        stream.DetectorSettings.from_text('{"hop": 1}', "m")
+
+
+# --- kws_detect.py end to end -------------------------------------------------------
+
+TONE_HZ = {label: 400 + 400 * k for k, label in enumerate(LABELS)}
+
+
+def tone_recording(path, rate=16000):
+    """12 s of quiet noise with three tone words at known times."""
+    rng = np.random.default_rng(6)
+    signal = 0.002 * rng.standard_normal(12 * rate)
+    words = [(2.0, "go"), (6.0, "stop"), (9.0, "yes")]
+    for start, label in words:
+        t = np.arange(int(0.7 * rate)) / rate
+        signal[int(start * rate):int(start * rate) + len(t)] += (
+            0.4 * np.sin(2 * np.pi * TONE_HZ[label] * t))
+    write_wav(str(path), list(signal), rate=rate)
+    return [(start, start + 0.7, label) for start, label in words]
+
+
+@pytest.fixture(scope="module")
+def listening_model(tmp_path_factory):
+    """Version e trained on the separable tone fixture (made negatives: background
+    only, since a reversed or partial tone is the same tone)."""
+    import kws_train
+    from test_model_guards import kws_argv, tone_dataset
+    from common.cli import run_main
+    root = tmp_path_factory.mktemp("listen")
+    data_dir = tone_dataset(root / "speech", {"train": 6, "val": 2, "test": 2})
+    recipe = dataclasses.replace(kws_train.RECIPES["e"], negatives=negatives.Negatives(
+        unknown_fraction=0.0, unknown_kinds=(), silence_fraction=0.3))
+    saved = kws_train.RECIPES["e"]
+    kws_train.RECIPES["e"] = recipe
+    try:
+        with pytest.raises(SystemExit):
+            run_main(kws_train.main, ["--version", "e", *kws_argv(
+                data_dir, root / "out", "--epochs", "30", "--alpha", "0.2")])
+    finally:
+        kws_train.RECIPES["e"] = saved
+    return root / "out" / "kws_e.tflite.zlib"
+
+
+def detect_cli(*args, stdin=None):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "kws_detect.py"), *args],
+                          capture_output=True, text=stdin is None, input=stdin, cwd=ROOT,
+                          timeout=300)
+
+
+def test_listening_model_records_its_outputs_and_settings(listening_model):
+    spotter = stream.read_spotter(str(listening_model))
+    assert spotter.labels == LABELS + list(negatives.NON_KEYWORDS)
+    assert spotter.listens and spotter.settings is not None
+    report = json.loads(listening_model.with_suffix("").with_suffix(".json").read_text())
+    assert report["listening"]["settings"] == dataclasses.asdict(spotter.settings)
+    assert report["listening"]["settings_source"] == "model metadata"
+    assert report["data"]["negatives"]["examples"]["train"][negatives.BACKGROUND] > 0
+
+
+def test_detector_finds_each_tone_word_and_nothing_between(listening_model, tmp_path):
+    words = tone_recording(tmp_path / "rec.wav")
+    result = detect_cli(str(listening_model), str(tmp_path / "rec.wav"), "--json",
+                        "--threshold", "0.6", "--average", "0.3", "--suppression", "1.5")
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert [d["label"] for d in found] == [label for *_, label in words]
+    for d, (start, end, _) in zip(found, words):
+        assert start <= d["time_s"] <= end + stream.HIT_WINDOW_S
+    assert "processed 12.0 s of audio" in result.stderr
+    lines = detect_cli(str(listening_model), str(tmp_path / "rec.wav"), "--threshold",
+                       "0.6", "--average", "0.3", "--suppression", "1.5")
+    assert lines.stdout.splitlines()[0] == (f"{found[0]['time_s']:.2f}  "
+                                            f"{found[0]['label']}  {found[0]['score']:.2f}")
+
+    # the same audio as raw PCM on standard input: the same detections
+    with wave.open(str(tmp_path / "rec.wav"), "rb") as w:
+        raw = w.readframes(w.getnframes())
+    piped = detect_cli(str(listening_model), "-", "--json", "--threshold", "0.6",
+                       "--average", "0.3", "--suppression", "1.5", stdin=raw)
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout) == found
+
+    # at 8 kHz: resampled to the model's 16 kHz, the same words at the same times
+    tone_recording(tmp_path / "rec8k.wav", rate=8000)
+    resampled = detect_cli(str(listening_model), str(tmp_path / "rec8k.wav"), "--json",
+                           "--threshold", "0.6", "--average", "0.3", "--suppression", "1.5")
+    assert resampled.returncode == 0, resampled.stderr
+    again = json.loads(resampled.stdout)
+    assert [d["label"] for d in again] == [d["label"] for d in found]
+    assert np.allclose([d["time_s"] for d in again], [d["time_s"] for d in found],
+                       atol=0.21)
+
+
+def test_detector_bad_input_is_one_error_line(listening_model, tmp_path):
+    (tmp_path / "notes.wav").write_text("not audio")
+    forecast = os.path.join(ROOT, "models", "forecast_a.tflite.zlib")
+    cases = [(str(listening_model), str(tmp_path / "notes.wav")),
+             (str(listening_model), str(tmp_path / "missing.wav")),
+             (forecast, str(tmp_path / "notes.wav")),
+             (str(tmp_path / "notes.wav"), "-")]
+    for model, audio_path in cases:
+        result = detect_cli(model, audio_path, stdin=b"")
+        err = result.stderr.decode().strip().splitlines()
+        assert result.returncode == 2, (model, audio_path, err)
+        assert len(err) == 1 and err[0].startswith("error: "), err
