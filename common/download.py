@@ -40,11 +40,10 @@ def download_and_extract(url, data_dir, expected, allowed=True, hint=None, quiet
     if os.path.exists(expected):
         return expected
     hint = hint or f"point --data-dir at a folder holding {os.path.basename(expected)}"
-    local = f"; {hint}"
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        raise UserError(f"--data-dir {data_dir!r} is a file, not a folder{local}")
+        raise UserError(f"--data-dir {data_dir!r} is a file, not a folder; {hint}")
     if not allowed:
-        raise UserError(f"{expected!r} is missing (and --no-download is set){local}")
+        raise UserError(f"{expected!r} is missing (and --no-download is set); {hint}")
     created = not os.path.isdir(data_dir)
     try:
         os.makedirs(data_dir, exist_ok=True)
@@ -53,12 +52,12 @@ def download_and_extract(url, data_dir, expected, allowed=True, hint=None, quiet
         if created and os.path.isdir(data_dir) and not os.listdir(data_dir):
             os.rmdir(data_dir)
         raise UserError(f"cannot write the download into --data-dir {data_dir!r} "
-                        f"({err.strerror or err}){local}") from None
+                        f"({err.strerror or err}); {hint}") from None
     url = resolve(url)
     print(f"downloading {url} into {data_dir}/ ...", flush=True)
     try:
         with tmp:
-            _fetch(url, data_dir, tmp.name, os.path.basename(expected), local, quiet)
+            _fetch(url, data_dir, tmp.name, os.path.basename(expected), hint, quiet)
     except BaseException:
         if created and os.path.isdir(data_dir) and not os.listdir(data_dir):
             os.rmdir(data_dir)
@@ -66,12 +65,12 @@ def download_and_extract(url, data_dir, expected, allowed=True, hint=None, quiet
     return expected
 
 
-def _fetch(url, data_dir, tmp, name, local, quiet):
+def _fetch(url, data_dir, tmp, name, hint, quiet):
     """Download the zip at ``url`` into ``tmp``, unpack it there and move its entries
     (``__MACOSX`` excepted) into ``data_dir``, after checking it holds ``name``."""
     archive = os.path.join(tmp, "archive.zip")
     unpacked = os.path.join(tmp, "unpacked")
-    by_hand = f"download it by hand into {data_dir}/{local.replace(';', ' or')}"
+    by_hand = f"download it by hand into {data_dir}/ or {hint}"
     try:
         with urllib.request.urlopen(url, timeout=60) as response, \
                 open(archive, "wb") as f:
