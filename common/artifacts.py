@@ -1,10 +1,18 @@
 """Files the pipelines write and read: atomic writes, zlib models, JSON results."""
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import json
 import os
 import platform
+import re
+import shutil
+import signal
+import sys
 import tempfile
+import threading
+import time
 import zlib
 from dataclasses import dataclass
 
@@ -15,27 +23,42 @@ ZLIB_LEVEL = 9
 
 def check_output_dir(path):
     """Prove before any long work that ``path`` can receive the results, without
-    creating it: an existing folder must take a file; a missing one needs its
-    nearest existing ancestor to be a folder that does (``publish`` creates it)."""
-    probe_in = path
-    while not os.path.exists(probe_in):
-        parent = os.path.dirname(os.path.abspath(probe_in))
-        if parent == os.path.abspath(probe_in):
+    creating it: an existing folder must take a file; for a missing one, the part
+    that is missing is created in a temp folder inside its nearest existing ancestor
+    and removed (so a name too long for the file system is caught here, not after
+    training). A dangling symbolic link or a loop is not a folder."""
+    probe_in, missing = os.path.abspath(path), []
+    while not os.path.lexists(probe_in):
+        parent, name = os.path.split(probe_in)
+        if parent == probe_in:
             break
-        probe_in = parent
+        probe_in, missing = parent, [name] + missing
     try:
+        if os.path.islink(probe_in) and not os.path.exists(probe_in):
+            os.stat(probe_in)  # raises: the system's reason (missing target, loop)
         if not os.path.isdir(probe_in):
             raise NotADirectoryError(20, "not a folder", probe_in)
-        with tempfile.NamedTemporaryFile(dir=probe_in, prefix=".probe", delete=True):
+        trial = tempfile.mkdtemp(dir=probe_in, prefix=".probe-", suffix=".tmp")
+    except OSError as err:
+        reason = ("a symbolic link to a missing target" if isinstance(err, FileNotFoundError)
+                  else err.strerror or str(err))
+        raise UserError(f"output folder {path!r} is not writable ({reason}: "
+                        f"{probe_in!r}); choose another with --out-dir") from None
+    try:
+        inner = os.path.join(trial, *missing)
+        os.makedirs(inner, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=inner, prefix=".probe-", suffix=".tmp"):
             pass
     except OSError as err:
-        raise UserError(f"output folder {path!r} is not writable ({err.strerror}: "
-                        f"{probe_in!r}); choose another with --out-dir") from None
+        raise UserError(f"output folder {path!r} cannot be created ({err.strerror or err}"
+                        f"); choose another with --out-dir") from None
+    finally:
+        shutil.rmtree(trial, ignore_errors=True)
 
 
-def _write_temp(folder, data):
+def _write_temp(folder, data, prefix="."):
     """``data`` in a new temp file in ``folder`` (mode 0644); returns its path."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -70,6 +93,12 @@ def sizes(tflite_bytes, compressed):
     return {"tflite_bytes": len(tflite_bytes), "zlib_bytes": len(compressed)}
 
 
+# No model of these pipelines comes near this (the largest is about 60 kB raw): a
+# file, or a zlib stream, that holds more is not one of them (/dev/zero, a zlib bomb)
+# and is refused before it fills the memory.
+MAX_MODEL_BYTES = 64 << 20
+
+
 @dataclass(frozen=True)
 class ModelFile:
     """A model file as given: its flatbuffer, and the size the budget judges."""
@@ -77,6 +106,7 @@ class ModelFile:
     tflite_bytes: bytes
     file_bytes: int           # the byte count of the file itself
     compressed: bool          # a .tflite.zlib (else a raw .tflite)
+    sha256: str = ""          # of the file's own bytes (a JSON's model_sha256)
 
     def sizes(self):
         """``tflite_bytes`` and ``zlib_bytes``: for a .tflite.zlib the file's own byte
@@ -88,24 +118,60 @@ class ModelFile:
 
 
 def read_model(path):
-    """Read a ``.tflite`` or ``.tflite.zlib`` file; a missing, unreadable or corrupt
-    file is a UserError."""
+    """Read a ``.tflite`` or ``.tflite.zlib`` file; a missing, unreadable, corrupt or
+    oversized file (more than ``MAX_MODEL_BYTES``, read or decompressed) is a
+    UserError."""
+    too_large = (f"{path!r} holds more than {MAX_MODEL_BYTES >> 20} MiB, far more "
+                 "than any model of this pipeline: not a model file")
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_MODEL_BYTES + 1)
     except OSError as err:
         raise UserError(f"cannot read model {path!r}: {err.strerror}") from None
+    if len(data) > MAX_MODEL_BYTES:
+        raise UserError(too_large)
     compressed = path.endswith(".zlib")
     tflite = data
     if compressed:
+        stream = zlib.decompressobj()
         try:
-            tflite = zlib.decompress(data)
+            tflite = stream.decompress(data, MAX_MODEL_BYTES + 1)
         except zlib.error:
             raise UserError(f"{path!r} is not a valid zlib-compressed model") from None
+        if len(tflite) > MAX_MODEL_BYTES:
+            raise UserError(too_large.replace("holds", "decompresses to"))
+        if not stream.eof:
+            raise UserError(f"{path!r} is not a valid zlib-compressed model (truncated)")
     # every TFLite flatbuffer carries the file identifier "TFL3" at byte 4
     if len(tflite) < 8 or tflite[4:8] != b"TFL3":
         raise UserError(f"{path!r} is not a TFLite model (no TFL3 identifier)")
-    return ModelFile(path, tflite, len(data), compressed)
+    return ModelFile(path, tflite, len(data), compressed, sha256_bytes(data))
+
+
+def pair_warning(model):
+    """A one-line warning when the JSON beside a ``.tflite.zlib`` records another
+    model's sha256 (a pair mixed by a SIGKILL inside publishing, or by hand), else
+    None. A JSON from before ``model_sha256`` existed, or none, says nothing."""
+    suffix = ".tflite.zlib"
+    if not model.path.endswith(suffix):
+        return None
+    sibling = model.path[:-len(suffix)] + ".json"
+    try:
+        with open(sibling, "rb") as f:
+            recorded = json.loads(f.read(MAX_MODEL_BYTES)).get("model_sha256")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError):
+        return f"warning: {sibling!r} beside the model cannot be read as a results JSON"
+    if recorded is not None and recorded != model.sha256:
+        return (f"warning: {sibling!r} describes another model (its model_sha256 is "
+                f"{str(recorded)[:12]}..., this file's {model.sha256[:12]}...): the "
+                "two files are not one result")
+    return None
+
+
+def sha256_bytes(data):
+    return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path):
@@ -128,44 +194,191 @@ def library_versions():
     return versions
 
 
-def publish(out_dir, files):
-    """Write one result's files (``{name: bytes}``) into ``out_dir`` as a unit: every
-    file is written to a temp file first, then each is moved into place; if any step
-    fails (or is interrupted), the files already moved are put back as they were and
-    nothing new is left, and the error is a UserError. Creates ``out_dir`` if needed
-    (and removes it again on failure). Returns the paths written."""
+WRITTEN = []  # every path this process published (run_main empties it per command)
+TEMP_PREFIX = ".publish-"   # publish's temp files: only a run holding the lock has any
+STALE_SECONDS = 3600        # other temp names (earlier versions, probes): by age
+_STALE = re.compile(r"\.(publish-.*|probe-.*|[a-z0-9_]{8})\.tmp")
+
+
+def publish(out_dir, files, guard=None):
+    """Write one result's files (``{name: bytes}``) into ``out_dir`` as a unit, and
+    return the paths written.
+
+    The folder (created if needed, removed again on failure) is locked for the whole
+    publish, so two runs never interleave their files; a second run waits, saying so
+    in one line. Temp files left by earlier runs killed outright are removed first.
+    ``guard()``, when given, runs under the lock before anything is written: if it
+    returns False, nothing is written and the result is []. Every file is written to
+    a temp file, then each is moved into place with SIGINT and SIGTERM held back, so
+    the moves and their roll-back are never cut short: if a move fails, the files
+    already moved are put back as they were, the ones created are removed, and the
+    error is a UserError. A signal that came during the moves is acted on after them.
+    The paths written are also added to ``WRITTEN``, so that an interrupt at any
+    later point can say what was kept (``cli.run_main``). (A SIGKILL cannot be held
+    back: between two moves it leaves the new file beside the old one, which the
+    JSON's ``model_sha256`` exposes.)"""
     created = not os.path.isdir(out_dir)
-    staged, replaced = [], []   # (tmp, path); (path, previous bytes or None)
+    staged, backups, written = [], {}, []  # backups: {path: link to the file replaced}
+    step = out_dir              # what was being written, for the error message
     try:
         os.makedirs(out_dir, exist_ok=True)
-        for name, data in files.items():
-            staged.append((_write_temp(out_dir, data), os.path.join(out_dir, name)))
-        for tmp, path in staged:
-            previous = None
-            if os.path.isfile(path):
-                with open(path, "rb") as f:
-                    previous = f.read()
-            os.replace(tmp, path)
-            replaced.append((path, previous))
+        with _locked(out_dir):
+            _remove_stale_temps(out_dir)
+            if guard is None or guard() is not False:
+                for name, data in files.items():
+                    step = path = os.path.join(out_dir, name)
+                    staged.append((_write_temp(out_dir, data, TEMP_PREFIX), path))
+                    if os.path.isfile(path) or os.path.islink(path):
+                        backups[path] = _backup(path, len(backups))
+                with _signals_held() as held:
+                    failure = _move_into_place(staged, backups)
+                    if not failure:
+                        written = [path for _, path in staged]
+                        WRITTEN.extend(written)
+                    for backup in backups.values():
+                        _unlink(backup)
+                if held:  # acted on now (after a success, run_main names WRITTEN)
+                    try:
+                        held[0]()
+                    except KeyboardInterrupt as err:
+                        if failure:
+                            raise type(err)(str(failure)) from None
+                        raise
+                if failure:
+                    raise failure
     except BaseException as err:
-        _roll_back(staged, replaced, out_dir if created else None)
+        for tmp in [tmp for tmp, _ in staged] + list(backups.values()):
+            _unlink(tmp)
+        _remove_if_empty(out_dir if created else None)
         if isinstance(err, OSError):
             raise UserError(f"cannot write the results to {out_dir!r} "
-                            f"({err.strerror}: {err.filename!r}); nothing was written"
-                            ) from None
+                            f"({_reason(err, step)}); nothing was written") from None
         raise
-    return [path for _, path in staged]
+    _remove_if_empty(out_dir if created and not written else None)  # guard said no
+    return written
 
 
-def _roll_back(staged, replaced, created_dir):
-    """Undo ``publish``: restore replaced files, delete new ones and temp files."""
-    for path, previous in reversed(replaced):
-        if previous is None:
-            os.unlink(path)
-        else:
-            atomic_write_bytes(path, previous)
-    for tmp, _ in staged:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    if created_dir and os.path.isdir(created_dir) and not os.listdir(created_dir):
-        os.rmdir(created_dir)
+def _remove_if_empty(folder):
+    if folder and os.path.isdir(folder) and not os.listdir(folder):
+        os.rmdir(folder)
+
+
+def _reason(err, path):
+    """``No space left on device: 'models/x.json'``: the system's words and the file
+    (an error from ``write`` carries no file name)."""
+    return f"{err.strerror or err}: {err.filename or path!r}"
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _backup(path, index):
+    """A hard link to the file about to be replaced (no data copied, no space needed
+    to put it back); a copy where the file system has no hard links."""
+    backup = os.path.join(os.path.dirname(path), f"{TEMP_PREFIX}{os.getpid()}-old{index}.tmp")
+    try:
+        os.link(path, backup, follow_symlinks=False)
+    except OSError:
+        with open(path, "rb") as f:
+            backup = _write_temp(os.path.dirname(path), f.read(), TEMP_PREFIX)
+    return backup
+
+
+def _move_into_place(staged, backups):
+    """Move every temp file onto its path; on a failure put back what was moved (the
+    previous file from its backup, or no file) and return a UserError saying what
+    could not be put back, else None."""
+    moved = []
+    try:
+        for tmp, path in staged:
+            os.replace(tmp, path)
+            moved.append(path)
+        return None
+    except BaseException as err:
+        lost = []
+        for done in reversed(moved):
+            try:
+                if done in backups:
+                    os.replace(backups[done], done)
+                else:
+                    os.unlink(done)
+            except OSError:
+                lost.append(done)
+        if not isinstance(err, OSError):
+            raise
+        failed = _reason(err, path)
+    folder = os.path.dirname(path)
+    if lost:
+        return UserError(f"cannot write the results to {folder!r} ({failed}); could not "
+                         f"put back {', '.join(lost)}: this run's file is there")
+    return UserError(f"cannot write the results to {folder!r} ({failed}); nothing was "
+                     "written")
+
+
+@contextlib.contextmanager
+def _locked(folder):
+    """An exclusive lock on ``folder`` itself (flock on the directory: no lock file
+    to leave behind); a second run waits for it, saying so in one line. Where the
+    file system has no such locks, the publish goes on unlocked rather than lose
+    the run."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another run to finish writing into {folder!r} ...",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # no flock here (some network file systems)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _remove_stale_temps(folder):
+    """Remove temp files that runs killed outright left in ``folder``: every
+    ``.publish-*.tmp`` (the caller holds the lock, so their writer is gone), and
+    other temp names of this module older than an hour."""
+    now = time.time()
+    for entry in os.scandir(folder):
+        if not _STALE.fullmatch(entry.name):
+            continue
+        try:
+            if entry.name.startswith(TEMP_PREFIX) or \
+                    now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+        except OSError:
+            pass  # gone already, or not ours to remove: it stays
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold back SIGINT and SIGTERM inside the block: yields a list that gets, for a
+    signal that came, a function acting on it as its handler would have."""
+    held = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held  # signals are handled in the main thread only
+        return
+    previous = {}
+
+    def hold(signum, frame):
+        if not held:
+            handler = previous[signum]
+            held.append(lambda: handler(signum, None) if callable(handler)
+                        else signal.raise_signal(signum))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not None:  # None: not set from Python
+            previous[signum] = signal.signal(signum, hold)
+    try:
+        yield held
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -12,6 +12,7 @@ import sys
 import warnings
 
 import common
+from common import artifacts
 from common.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated,
                            UserError)
 
@@ -80,8 +81,9 @@ BUDGET_OVERRIDES = ("max_flash_bytes", "max_arena_bytes")
 
 
 EXIT_STATUS_HELP = """\
-exit status: 0 the model meets its budget; 2 bad input; 3 written but over budget;
-130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
+exit status: 0 the model meets its budget; 2 bad input; 3 over budget (written, unless
+it would replace a model that meets it: see --force); 130 interrupted (Ctrl-C); 143
+terminated (SIGTERM).
 """
 
 
@@ -97,6 +99,10 @@ def base_parser(description, recipes, examples=""):
     parser.add_argument("--out-dir", default="models", type=folder_name,
                         help="where the .tflite.zlib and .json are written (default: "
                              "models; created only when there is something to write)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the model in --out-dir even when it meets its "
+                             "budget and this run's misses it (without --force that "
+                             "model and its JSON are kept, nothing is written, exit 3)")
     parser.add_argument("--seed", type=seed_number, default=0,
                         help="random seed (default: 0)")
     parser.add_argument("--seeds", type=seed_list, metavar="S,S,...",
@@ -160,22 +166,100 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+class SafeStream:
+    """``sys.stdout`` or ``sys.stderr`` that never raises: the run's results do not
+    depend on anyone reading them. The first write that fails (a pipe closed by
+    ``| head -1``, a descriptor closed by ``>&-``, a full disk) points the descriptor
+    at /dev/null, so buffered and native writes drain harmlessly, says so in one line
+    on stderr (for stdout), and every later write is dropped."""
+
+    def __init__(self, stream, fd):
+        self.stream, self.fd, self.broken = stream, fd, False
+
+    def write(self, text):
+        if not self.broken:
+            try:
+                return self.stream.write(text)
+            except (OSError, ValueError, AttributeError) as err:  # None: closed at start
+                self._give_up(err)
+        return len(text)
+
+    def flush(self):
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError, AttributeError) as err:
+                self._give_up(err)
+
+    def isatty(self):
+        return not self.broken and self.stream is not None and self.stream.isatty()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+    def _give_up(self, err):
+        self.broken = True
+        _to_devnull(self.fd)
+        try:
+            self.stream.flush()  # what the buffer holds goes to /dev/null now
+        except (OSError, ValueError, AttributeError):
+            pass
+        if self.fd == 1:
+            why = getattr(err, "strerror", None) or "closed"
+            print(f"warning: stdout cannot be written ({why}); the run goes on without "
+                  "printing", file=sys.stderr, flush=True)
+
+
+def _to_devnull(fd):
+    """Point ``fd`` at /dev/null (also when it is closed: a later open would take the
+    number, and native code's printf would write into that file)."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
+
+
+def _guarded_streams():
+    """Wrap stdout and stderr in ``SafeStream`` (a descriptor closed when Python
+    started is pointed at /dev/null first); returns the streams to put back."""
+    saved = sys.stdout, sys.stderr
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        stream = getattr(sys, name)
+        if stream is None:
+            try:
+                os.fstat(fd)
+            except OSError:
+                _to_devnull(fd)
+        if not isinstance(stream, SafeStream):
+            setattr(sys, name, SafeStream(stream, fd))
+    return saved
+
+
 def run_main(main, argv=None):
     """Run ``main(argv)``; a UserError becomes one stderr line and exit 2, Ctrl-C exit
     130 and SIGTERM exit 143, each with one line saying what was kept (the
-    interrupt's message) or that nothing was written."""
+    interrupt's message, else the files published) or that nothing was written. Output that cannot be written
+    (see ``SafeStream``) changes neither the run nor its exit code."""
     signal.signal(signal.SIGTERM, _terminate)
+    saved = _guarded_streams()
+    artifacts.WRITTEN.clear()
     try:
-        code = main(argv)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        code = EXIT_BAD_INPUT
-    except KeyboardInterrupt as err:  # Terminated included
-        terminated = isinstance(err, Terminated)
-        print(f"error: {'terminated' if terminated else 'interrupted'}; "
-              f"{str(err) or 'nothing was written'}", file=sys.stderr)
-        code = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
-    sys.stdout.flush()
+        try:
+            code = main(argv)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            code = EXIT_BAD_INPUT
+        except KeyboardInterrupt as err:  # Terminated included
+            terminated = isinstance(err, Terminated)
+            kept = (f"wrote {', '.join(artifacts.WRITTEN)} (the summary is incomplete)"
+                    if artifacts.WRITTEN else "nothing was written")
+            print(f"error: {'terminated' if terminated else 'interrupted'}; "
+                  f"{str(err) or kept}", file=sys.stderr)
+            code = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        sys.stdout, sys.stderr = saved
     sys.exit(code)
 
 

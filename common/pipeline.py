@@ -10,6 +10,7 @@ it quietly.
 """
 import dataclasses
 import datetime
+import json
 import os
 import statistics
 import sys
@@ -116,7 +117,8 @@ def check_combinations(args):
         ignored = [f"--{name.replace('_', '-')}" for name in
                    cli.RECIPE_KNOBS + ("seeds", "search", "export_trial")
                    if getattr(args, name) is not None] + (["--export-best"]
-                                                          if args.export_best else [])
+                                                          if args.export_best else []) \
+            + (["--force"] if getattr(args, "force", False) else [])
         if ignored:
             raise UserError(f"--evaluate measures a given model: {', '.join(ignored)} "
                             "would be ignored")
@@ -282,10 +284,11 @@ def train_and_ship(task, args, recipe, data, search_info=None):
              **({"noise": run.details["noise"]} if "noise" in run.details else {})}
             for run in runs]
         results["seed_summary"] = seed_summary(runs)
+    results["model_sha256"] = artifacts.sha256_bytes(compressed)  # the pair's bond
     stem = f"{task.name}_{args.version}"
     files = {f"{stem}.tflite.zlib": compressed, f"{stem}.json": artifacts.json_bytes(results),
              **c_files(task, args, stem, tflite_bytes, metrics, details, data)}
-    artifacts.publish(args.out_dir, files)
+    written, ship_lines = ship(args, recipe, stem, files, metrics, verdicts)
     label = f"{recipe.quantization}{', pruned' if recipe.sparsity else ''}"
     for run in runs:
         name = (f"seed {run.seed}{', shipped' if run is best else ''} ({label})"
@@ -302,8 +305,55 @@ def train_and_ship(task, args, recipe, data, search_info=None):
     return report(f"{task.name} {args.version}: test split, measured on the .tflite",
                   task.header, rows, verdicts,
                   task.summary_lines(details, data) + micro_lines(metrics, details) + extra
-                  + [f"wrote {', '.join(os.path.join(args.out_dir, f) for f in files)}; "
+                  + ship_lines
+                  + [f"{'wrote ' + ', '.join(written) if written else 'wrote nothing'}; "
                      f"training took {sum(r.metrics['train_seconds'] for r in runs):g} s"])
+
+
+def ship(args, recipe, stem, files, metrics, verdicts):
+    """Publish a training run's files: ``(paths written, summary lines)``. A model in
+    --out-dir that meets its budget is never replaced by one that misses it (a trial
+    run into the default models/ would silently replace the shipped model) unless
+    --force: the old pair is kept, nothing is written, and the line says so with both
+    figures. Whenever a model is replaced, the line compares the budget's figures."""
+    model_path = os.path.join(args.out_dir, f"{stem}.tflite.zlib")
+    old = {}
+
+    def guard():  # under publish's lock: what it compares is what it replaces
+        if not os.path.isfile(model_path):
+            return True
+        old.update(previous=True, **previous_result(os.path.join(args.out_dir,
+                                                                  f"{stem}.json")))
+        worse = old.get("budget_holds") and not budget_holds(verdicts)
+        return getattr(args, "force", False) or not worse
+
+    written = artifacts.publish(args.out_dir, files, guard)
+    if not old:
+        return written, []
+    names = dict.fromkeys(limit.metric for limit in recipe.limits())
+    figures = lambda m: "-" if m is None else f"{m:g}"  # noqa: E731
+    compared = ", ".join(f"{name} {figures(old.get('metrics', {}).get(name))} -> "
+                         f"{figures(metrics.get(name))}" for name in names)
+    held = lambda holds: "held" if holds else "MISSED"  # noqa: E731
+    if not written:
+        return [], [f"kept {model_path} and its JSON: their budget holds, this run's "
+                    f"model misses it ({compared}); --force replaces them"]
+    was = ("its JSON unreadable" if "budget_holds" not in old else
+           f"budget {held(old['budget_holds'])} -> {held(budget_holds(verdicts))}")
+    return written, [f"replaced {model_path} ({was}): {compared}"]
+
+
+def previous_result(json_path):
+    """The ``metrics`` and ``budget_holds`` a results JSON records ({} when it is
+    missing or unreadable)."""
+    try:
+        with open(json_path, "rb") as f:
+            recorded = json.loads(f.read(artifacts.MAX_MODEL_BYTES))
+        metrics = {k: v for k, v in recorded["metrics"].items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return {"metrics": metrics, "budget_holds": bool(recorded["budget_holds"])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def c_files(task, args, stem, tflite_bytes, metrics, details, data):
@@ -342,6 +392,9 @@ def evaluate(task, args, recipe):
     if args.export_c:
         artifacts.check_output_dir(args.out_dir)
     model = artifacts.read_model(args.evaluate)
+    warning = artifacts.pair_warning(model)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     data = task.load(args, recipe, evaluating=model)
     metrics, details = measure(task, model.tflite_bytes, data, recipe, "test", args)
     metrics.update(model.sizes())
