@@ -295,6 +295,9 @@ def test_committed_model_matches_its_json(stem):
     metrics = report["metrics"]
     assert os.path.getsize(path) == metrics["zlib_bytes"]
     assert len(tflite) == metrics["tflite_bytes"]
+    # one result: the JSON names the very bytes shipped beside it (issue 19)
+    assert report.get("model_sha256") == artifacts.sha256_file(path), \
+        f"{stem}.json does not record this .tflite.zlib's sha256"
     recipe = SCRIPTS[report["task"]].RECIPES[report["version"]]
     # the shipped file was made by the recipe the script ships today
     assert_recorded_as(report["recipe"], recipe)
