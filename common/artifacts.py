@@ -40,8 +40,8 @@ def check_output_dir(path):
             raise NotADirectoryError(20, "not a folder", probe_in)
         trial = tempfile.mkdtemp(dir=probe_in, prefix=".probe-", suffix=".tmp")
     except OSError as err:
-        reason = ("a symbolic link to a missing target" if isinstance(err, FileNotFoundError)
-                  else err.strerror or str(err))
+        reason = ("a symbolic link to a missing target"
+                  if isinstance(err, FileNotFoundError) else err.strerror or str(err))
         raise UserError(f"output folder {path!r} is not writable ({reason}: "
                         f"{probe_in!r}); choose another with --out-dir") from None
     try:
@@ -279,12 +279,13 @@ def _unlink(path):
 def _backup(path, index):
     """A hard link to the file about to be replaced (no data copied, no space needed
     to put it back); a copy where the file system has no hard links."""
-    backup = os.path.join(os.path.dirname(path), f"{TEMP_PREFIX}{os.getpid()}-old{index}.tmp")
+    folder = os.path.dirname(path)
+    backup = os.path.join(folder, f"{TEMP_PREFIX}{os.getpid()}-old{index}.tmp")
     try:
         os.link(path, backup, follow_symlinks=False)
     except OSError:
         with open(path, "rb") as f:
-            backup = _write_temp(os.path.dirname(path), f.read(), TEMP_PREFIX)
+            backup = _write_temp(folder, f.read(), TEMP_PREFIX)
     return backup
 
 

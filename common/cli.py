@@ -238,8 +238,9 @@ def _guarded_streams():
 def run_main(main, argv=None):
     """Run ``main(argv)``; a UserError becomes one stderr line and exit 2, Ctrl-C exit
     130 and SIGTERM exit 143, each with one line saying what was kept (the
-    interrupt's message, else the files published) or that nothing was written. Output that cannot be written
-    (see ``SafeStream``) changes neither the run nor its exit code."""
+    interrupt's message, else the files published) or that nothing was written.
+    Output that cannot be written (see ``SafeStream``) changes neither the run nor its
+    exit code."""
     signal.signal(signal.SIGTERM, _terminate)
     saved = _guarded_streams()
     artifacts.WRITTEN.clear()
