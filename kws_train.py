@@ -332,16 +332,17 @@ class KeywordSpotting(pipeline.Task):
             download_and_extract(speech.URL, args.data_dir,
                                  os.path.join(args.data_dir, speech.DATASET_FOLDER),
                                  not args.no_download, quiet=args.quiet)
-        labels = None
+        labels, splits = None, speech.SPLITS
         if evaluating is not None:
             from common import tflite_file
             labels = tflite_file.read_labels(evaluating.tflite_bytes, evaluating.path)
             check_features(evaluating, recipe.features, args.version)
             # the listening report chooses the detector's settings on validation audio
-            # when the model records none (versions a-d)
+            # when the model records none (versions a-d); the test list is checked first
             recorded = tflite_file.read_metadata(evaluating.tflite_bytes,
                                                  stream.DETECTOR_METADATA)
-            splits = ("test",) if recorded else ("val", "test")
+            splits = ("test", "val") if args.listening_minutes and not recorded \
+                else ("test",)
         self.listening_minutes = args.listening_minutes
         if args.negatives is not None and recipe.negatives is None:
             raise UserError(f"--negatives trains a listening version; version "

@@ -111,7 +111,7 @@ def evaluate_kws(model, speech_dir, capsys):
     return run_in_process(kws_train.main, [
         "--version", "b", "--evaluate", str(model), "--data-dir", str(speech_dir),
         "--split-dir", str(speech_dir), "--no-download", "--latency-runs", "1",
-        "--latency-pause", "0"], capsys)
+        "--latency-pause", "0", "--listening-minutes", "0"], capsys)
 
 
 def test_kws_evaluate_takes_the_label_order_from_the_model(trained_kws, speech_dir,
