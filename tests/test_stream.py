@@ -330,3 +330,53 @@ def test_detector_bad_input_is_one_error_line(listening_model, tmp_path):
         err = result.stderr.decode().strip().splitlines()
         assert result.returncode == 2, (model, audio_path, err)
         assert len(err) == 1 and err[0].startswith("error: "), err
+
+
+@pytest.mark.parametrize("case", ["empty", "not_wav", "keyword_only_version"])
+def test_negatives_option_errors_before_training(case, tmp_path, speech_dir, capsys):
+    import kws_train
+    from test_cli import assert_bad_input, run_in_process
+    folder = tmp_path / "neg"
+    folder.mkdir()
+    if case == "not_wav":
+        (folder / "a.wav").write_bytes(b"RIFF????WAVEjunk")
+    version = "b" if case == "keyword_only_version" else "e"
+    out = tmp_path / "out"
+    code, _, err = run_in_process(kws_train.main, [
+        "--version", version, "--data-dir", str(speech_dir), "--split-dir", str(speech_dir),
+        "--out-dir", str(out), "--no-download", "--negatives", str(folder)],
+        capsys)
+    fragment = {"empty": "holds no files", "not_wav": "not a readable WAV",
+                "keyword_only_version": "use e"}[case]
+    assert_bad_input(code, err, fragment, out)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_on_a_live_stream_prints_what_was_detected_and_exits_130(
+        listening_model, tmp_path, as_json):
+    import signal
+    import time
+    tone_recording(tmp_path / "rec.wav")
+    with wave.open(str(tmp_path / "rec.wav"), "rb") as w:
+        raw = w.readframes(w.getnframes())
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "kws_detect.py"), str(listening_model), "-",
+         "--threshold", "0.6", "--average", "0.3", "--suppression", "1.5"]
+        + (["--json"] if as_json else []),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    process.stdin.write(raw)  # the audio so far; the pipe stays open, as a microphone's
+    process.stdin.flush()
+    if as_json:
+        time.sleep(15)  # loading and listening to the 12 s written: well under this
+        labels = None
+    else:  # each line is printed as the detector fires, before the stream ends
+        labels = [process.stdout.readline().decode().split()[1] for _ in range(3)]
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    if as_json:
+        labels = [d["label"] for d in json.loads(out)]
+    assert labels == ["go", "stop", "yes"]
+    assert b"Traceback" not in err
+    processed = float(err.decode().split("processed ")[1].split(" s of audio")[0])
+    assert processed == (12.0 if as_json else pytest.approx(10.0, abs=1.0))
