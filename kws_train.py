@@ -446,10 +446,27 @@ class KeywordSpotting(pipeline.Task):
                 {"latency": lat, "host": host_description(), "detector_memory": memory})
 
     def measure_robustness(self, runner, data, recipe, split):
-        """The noise report and the listening report (``listening_report``)."""
+        """The noise report, the robustness report (``robustness_report``) and the
+        listening report (``listening_report``)."""
         metrics, details = self.noise_report(runner, data, recipe, split)
+        robust, robust_details = self.robustness_report(runner, data, recipe, split)
         listening, listening_details = self.listening_report(runner, data, recipe, split)
-        return {**metrics, **listening}, {**details, **listening_details}
+        return ({**metrics, **robust, **listening},
+                {**details, **robust_details, **listening_details})
+
+    def robustness_report(self, runner, data, recipe, split):
+        """Accuracy under each of ``robustness.CONDITIONS`` (level, word position,
+        room, microphone, speaking rate, vocal tract; fixed seed, the same clips for
+        every model): ``robust_<condition>``, and ``robust_worst`` the lowest."""
+        from common import robustness
+        y = data.load(recipe.features.sample_rate).splits[split][1]
+        accuracy = {name: round(float((runner.predict(x).argmax(axis=1) == y).mean()), 4)
+                    for name, x in data.perturbed_features(recipe.features, split).items()}
+        metrics = {f"robust_{name}": value for name, value in accuracy.items()}
+        metrics["robust_worst"] = min(accuracy.values())
+        return metrics, {"robustness": {
+            "accuracy": accuracy, "seed": robustness.REPORT_SEED,
+            "conditions": {name: params for name, _, params in robustness.CONDITIONS}}}
 
     def listening_report(self, runner, data, recipe, split):
         """The detector on made test audio (``stream.listening_report``) at the
@@ -540,12 +557,28 @@ class KeywordSpotting(pipeline.Task):
                                [[colour] + [f"{v:.2%}" for k, v in by_condition.items()
                                             if k.startswith(colour)]
                                 for colour in ("white", "pink")])]
-        return noise_lines + listening_lines(details) + [
+        return noise_lines + robustness_lines(details) + listening_lines(details) + [
                 "", "confusion (rows: true label, columns: predicted)",
                 cli.format_table(["true"] + labels + ["recall"], rows), "",
                 f"latency on {details['host']['cpu']} ({details['host']['interpreter']})",
                 cli.format_table(["threads", "latency", "mean ms", "median ms", "p90 ms",
                                   "runs"], lat_rows)]
+
+
+def robustness_lines(details):
+    """The robustness report's table: accuracy per condition and its change from
+    the clean test accuracy (read off the confusion matrix)."""
+    if "robustness" not in details:
+        return []
+    confusion = np.array(details["confusion"])
+    clean = np.trace(confusion) / max(1, confusion.sum())
+    report = details["robustness"]
+    rows = [[name, f"{value:.2%}", f"{100 * (value - clean):+.1f}"]
+            for name, value in report["accuracy"].items()]
+    worst = min(report["accuracy"], key=report["accuracy"].get)
+    return ["", f"robustness (test split, seed {report['seed']}; clean {clean:.2%}, "
+                f"worst: {worst})",
+            cli.format_table(["condition", "accuracy", "points vs clean"], rows)]
 
 
 def listening_lines(details):

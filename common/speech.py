@@ -324,6 +324,7 @@ class Corpus:
         self.splits, self.labels = splits, labels
         self.extra_labels, self.negatives_dir = tuple(extra_labels), negatives_dir
         self.clips, self.features, self.noisy, self.user = {}, {}, {}, {}
+        self.perturbed = {}  # (config, split) -> the robustness report's features
 
     def user_negatives(self, sample_rate):
         """``(waves, is_background, record)`` of ``--negatives`` (None without it)."""
@@ -359,6 +360,24 @@ class Corpus:
                 for colour, snr in noise.REPORT_CONDITIONS}
             line.finish()
         return self.noisy[key]
+
+    def perturbed_features(self, config, split):
+        """``{condition: features}`` of ``split`` under each of the robustness report's
+        conditions (``robustness.CONDITIONS``, fixed seed), computed once: every
+        seed's model and every model of a search share them."""
+        from common import robustness
+        key = (config, split)
+        if key not in self.perturbed:
+            waves = self.load(config.sample_rate).splits[split][0]
+            line = progress.Line(f"robustness report: {split} clips perturbed",
+                                 len(waves) * len(robustness.NAMES))
+            self.perturbed[key] = {
+                name: compute_features(
+                    config, robustness.perturb_split(waves, config.sample_rate, name),
+                    line.advance)
+                for name in robustness.NAMES}
+            line.finish()
+        return self.perturbed[key]
 
     def data(self, recipe):
         """``recipe``'s features of every loaded split (``SpeechData``), the training
