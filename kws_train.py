@@ -221,22 +221,28 @@ def check_features(model_file, config, version):
 TEACHER_CACHE_VERSION = 1  # bump when the teacher's training changes in code
 
 
+# Recipe fields that do not change the teacher's logits: the budgets (max_*, min_*)
+# and what only the student uses (the teacher is dense, unquantized, undistilled).
+TEACHER_IGNORES = ("sparsity", "prune_epochs", "prune_depthwise", "quantization",
+                   "distillation")
+
+
 def teacher_cache_key(teacher, data, features):
-    """What decides the teacher's logits: the training and validation clips and
-    labels (validation picks its epoch), the features and augmentation, the network
-    and schedule, the seed. Budgets and the student's width are left out, so versions
-    that differ only there share one teacher."""
+    """What decides the teacher's logits: every field of its recipe but the budgets
+    and the student-only ones (``TEACHER_IGNORES``), so a field added to KwsRecipe
+    keys the cache unless listed there; the training and validation clips, labels
+    and targets (validation picks its epoch), and the seed. Versions that differ
+    only in budgets or in the student share one teacher."""
+    recipe = {name: value for name, value in dataclasses.asdict(teacher).items()
+              if not name.startswith(("max_", "min_")) and name not in TEACHER_IGNORES}
+    recipe["first_stride"] = teacher.first_strides()  # None means a kind's default
     clips = data.load(teacher.features.sample_rate)
     return distill.cache_key(
-        version=TEACHER_CACHE_VERSION, labels=data.labels,
+        version=TEACHER_CACHE_VERSION, recipe=recipe, labels=data.labels,
         clips={s: clips.sha256[s] for s in ("train", "val")},
         targets={s: distill.array_digest(getattr(features, s)[1])
                  for s in ("train", "val")},
-        features=teacher.features, augmentation=teacher.augmentation,
-        alpha=teacher.alpha, strides=teacher.first_strides(),
-        spec_augment=teacher.spec_augment, epochs=teacher.epochs,
-        learning_rate=teacher.learning_rate, lr_drop_epochs=teacher.lr_drop_epochs,
-        batch_size=teacher.batch_size, seed=data.seed)
+        seed=data.seed)
 
 
 def fit_ds_cnn(recipe, features, targets, seed, verbose):
@@ -391,11 +397,13 @@ class KeywordSpotting(pipeline.Task):
                 model, fit_info = fit_ds_cnn(teacher, features, features.train[1],
                                              data.seed, verbose)
                 logits = model.predict(features.train[0], batch_size=256, verbose=0)
-                distill.save_logits(path, logits)
+                cached = distill.save_logits(path, logits)
                 info.update(seconds=round(time.time() - start, 1),
-                            best_val_loss=fit_info["best_val_loss"])
-                print(f"teacher trained in {info['seconds']:.0f} s; logits cached in "
-                      f"{path}", flush=True)
+                            best_val_loss=fit_info["best_val_loss"],
+                            cache=info["cache"] if cached else None)
+                print(f"teacher trained in {info['seconds']:.0f} s; " + (
+                    f"logits cached in {path}" if cached else
+                    "logits kept for this run only"), flush=True)
             else:
                 print(f"teacher logits from {path}", flush=True)
             self.teachers[path] = logits, info

@@ -10,6 +10,7 @@ converted and shipped.
 import hashlib
 import json
 import os
+import sys
 import zipfile
 from dataclasses import dataclass
 
@@ -84,15 +85,19 @@ def load_logits(path, rows, classes):
 
 
 def save_logits(path, logits):
-    """Write the cache atomically; a cache that can't be written is only a warning.
-    The temporary file never outlives the call (not even an interrupt)."""
+    """Write the cache atomically; returns whether it was written. A cache that
+    can't be written is only a warning (on stderr). The temporary file never
+    outlives the call (not even an interrupt)."""
     tmp = f"{path}.tmp{os.getpid()}.npz"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         np.savez(tmp, logits=np.asarray(logits, np.float32))
         os.replace(tmp, path)
+        return True
     except OSError as e:
-        print(f"warning: teacher cache not written ({e.strerror}: {path})", flush=True)
+        print(f"warning: teacher cache not written ({e.strerror}: {path})",
+              file=sys.stderr, flush=True)
+        return False
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -151,7 +151,7 @@ def test_teacher_cache_round_trips_and_distrusts_damaged_or_stale_files(tmp_path
     blocked = tmp_path / "file"
     blocked.write_text("")
     distill.save_logits(str(blocked / "cache" / "x.npz"), logits)  # a file as folder
-    assert "warning: teacher cache not written" in capsys.readouterr().out
+    assert "warning: teacher cache not written" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["cache", "file"]
     assert os.listdir(tmp_path / "cache") == [os.path.basename(path)]  # no temp file
 
