@@ -1,6 +1,6 @@
 """Magnitude pruning, TFLite conversion with post-training quantization, and the
 removal of flatbuffer parts the interpreter does not need."""
-import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import common  # (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import numpy as np
 import tensorflow as tf
@@ -157,7 +157,12 @@ def convert(model, mode, calibration=None):
         converter.target_spec.supported_ops = [ops]
         converter.inference_input_type = io_type
         converter.inference_output_type = io_type
-    return slim(converter.convert())
+    # the converter's native code prints a stray "fully_quantize: 0, inference_type:
+    # 6, ..." line to file descriptor 2 for every integer conversion: hidden unless
+    # --verbose (replayed if the conversion fails)
+    with common.native_stderr_hidden():
+        converted = converter.convert()
+    return slim(converted)
 
 
 def slim(tflite_bytes):
