@@ -4,6 +4,7 @@ and zero point."""
 import os
 import platform
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -108,18 +109,56 @@ def host_description():
             "interpreter": interpreter_class()[1]}
 
 
+BUSY_LOAD_PER_CORE = 0.5  # other work, per core, that makes a latency figure doubtful
+_warned_busy = False       # the busy-host warning is printed once per process
+
+
+def load_average():
+    """The 1, 5 and 15-minute load averages (None where the OS has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):  # pragma: no cover - not on Linux/macOS
+        return None
+
+
+def host_load(before, after):
+    """The host's load while timing, recorded beside the latency figures: the load
+    averages before and after, the CPU count, and ``busy``: other work beyond this
+    process (which counts 1 in the load) above ``BUSY_LOAD_PER_CORE`` per core, at
+    either end. Latency budgets are absolute milliseconds: a busy host inflates them."""
+    cores = os.cpu_count() or 1
+    if before is None or after is None:
+        return {"before": before, "after": after, "cores": cores, "busy": None}
+    other = max(before[0], after[0]) - 1.0
+    return {"before": before, "after": after, "cores": cores,
+            "busy": other > BUSY_LOAD_PER_CORE * cores}
+
+
+def warn_if_busy(load):
+    """One stderr line, once per process, when ``host_load`` found the host busy."""
+    global _warned_busy
+    if load["busy"] and not _warned_busy:
+        _warned_busy = True
+        print(f"warning: the host was busy while timing (load average "
+              f"{max(load['before'][0], load['after'][0]):g} on {load['cores']} cores); "
+              "latency figures may be high (the JSON records the load beside each)",
+              file=sys.stderr, flush=True)
+
+
 def measure_latency(tflite_bytes, make_input, preprocess, runs=100, warmup=10,
                     num_threads=1, pause_s=0.0):
     """Time ``runs`` inferences after ``warmup`` untimed ones.
 
     Per run: ``raw = make_input()`` happens before the timer; total latency is
     ``preprocess(raw)`` + set input + invoke + read output; inference latency is
-    invoke + read output (the course's definitions). Returns both summaries.
+    invoke + read output (the course's definitions). Returns both summaries and
+    the host's load while timing (``host_load``; a busy host is warned about).
     """
     if runs < 1:
         raise ValueError("runs must be at least 1")
     runner = Runner(tflite_bytes, num_threads=num_threads)
     total, inference = [], []
+    load_before = load_average()
     for i in range(warmup + runs):
         raw = make_input()
         start = time.perf_counter()
@@ -134,5 +173,8 @@ def measure_latency(tflite_bytes, make_input, preprocess, runs=100, warmup=10,
             inference.append(end - invoke_start)
             if pause_s:
                 time.sleep(pause_s)
+    load = host_load(load_before, load_average())
+    warn_if_busy(load)
     return {"threads": "default" if num_threads is None else num_threads,
-            "total": summarize_ms(total), "inference": summarize_ms(inference)}
+            "total": summarize_ms(total), "inference": summarize_ms(inference),
+            "host_load": load}
