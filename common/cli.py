@@ -13,6 +13,7 @@ import warnings
 
 import common
 from common import artifacts
+from common import progress
 from common.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated,
                            UserError)
 
@@ -22,6 +23,13 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UserError(f"{message} (see --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        """Parse; ``--quiet`` also silences the progress lines (``common.progress``,
+        process-wide like ``quiet_libraries``'s switch)."""
+        parsed = super().parse_args(args, namespace)
+        progress.set_quiet(getattr(parsed, "quiet", False))
+        return parsed
 
 
 def _number(kind, low=None, high=None, low_open=False, high_open=False):

@@ -104,6 +104,7 @@ def parse_args(task, argv):
     search.add_arguments(parser)
     args = parser.parse_args(argv)
     args.argv = tuple(sys.argv[1:] if argv is None else argv)
+    args.started = time.time()  # the summary's loading time counts from here
     check_combinations(args)
     args.seeds = args.seeds or [args.seed]
     args.seed = args.seeds[0]
@@ -254,11 +255,14 @@ def train_and_ship(task, args, recipe, data, search_info=None):
     """Train every seed, ship the one with the lowest validation error (the test
     split never picks), report each seed and the mean and spread."""
     common.import_tensorflow()
+    loaded = time.time()
     rows, results = [], {}
     for key, name, metrics in task.baselines(recipe, data, args):
         rows.append(task.row(name, metrics))
         results[key] = metrics
+    baselines_done = time.time()
     runs = [train_seed(task, args, recipe, data, seed) for seed in args.seeds]
+    seeds_done = time.time()
     best = min(runs, key=lambda run: run.validation_error)
     metrics, details = best.metrics, best.details
     tflite_bytes, compressed = best.tflite_bytes, best.compressed
@@ -307,7 +311,25 @@ def train_and_ship(task, args, recipe, data, search_info=None):
                   task.summary_lines(details, data) + micro_lines(metrics, details) + extra
                   + ship_lines
                   + [f"{'wrote ' + ', '.join(written) if written else 'wrote nothing'}; "
-                     f"training took {sum(r.metrics['train_seconds'] for r in runs):g} s"])
+                     + time_line(getattr(args, "started", None), loaded, baselines_done,
+                                 seeds_done, runs)])
+
+
+def time_line(started, loaded, baselines_done, seeds_done, runs):
+    """Where the run's time went, from the ``time.time()`` marks of
+    ``train_and_ship``: loading (start-up, data, TensorFlow's import), the baselines,
+    training (each seed's ``train_seconds``), measuring the seeds' .tflite files
+    (validation, test, latency, noise), writing the results."""
+    training = sum(r.metrics["train_seconds"] for r in runs)
+    now = time.time()
+    parts = [("loading", loaded - started if started else None),
+             ("baselines", baselines_done - loaded),
+             (f"training ({len(runs)} seeds)" if len(runs) > 1 else "training", training),
+             ("measuring", max(0.0, seeds_done - baselines_done - training)),
+             ("writing", now - seeds_done)]
+    shown = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in parts
+                      if seconds is not None and (seconds >= 0.05 or name != "baselines"))
+    return f"{now - (started or loaded):.1f} s in all: {shown}"
 
 
 def ship(args, recipe, stem, files, metrics, verdicts):
