@@ -122,6 +122,8 @@ def listen(spotter, settings, audio_path, as_json):
 
 def main(argv=None):
     args = parse_args(argv)
+    if sys.stdout is None:
+        raise UserError("standard output is closed: the detections would be lost")
     if args.audio != "-":
         audio.read_file(args.audio)  # a missing file fails before TensorFlow loads
     spotter = stream.read_spotter(args.model)
@@ -163,7 +165,7 @@ def run(argv=None):
         code = EXIT_INTERRUPTED
     try:
         sys.stdout.flush()
-    except (BrokenPipeError, ValueError, OSError):
+    except (AttributeError, ValueError, OSError):  # closed, or a pipe closed early
         pass
     sys.exit(code)
 

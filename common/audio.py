@@ -82,18 +82,19 @@ def _streamed_sizes(content):
     return bytes(fixed)
 
 
-def read_wav(path, expected_rate=DATASET_RATE, content=None):
-    """Read a 16-bit mono PCM WAV (plain or WAVE_FORMAT_EXTENSIBLE) as float32 in
-    [-1, 1]; ``content``, when given, is the file's bytes already read (``path`` then
-    only names it in errors).
+def read_pcm(path, content=None, hint=REPLACE):
+    """``(int16 samples [frames, channels], sample rate)`` of a 16-bit PCM WAV (plain
+    or WAVE_FORMAT_EXTENSIBLE, its sizes possibly left unknown by a streaming writer);
+    ``content``, when given, is the file's bytes already read (``path`` then only
+    names it in errors); ``hint`` ends each error (what to do instead).
 
     Raises UserError for a missing, empty, truncated or non-WAV file, a folder, one
-    without samples, or one with another sample rate, channel count or sample format.
+    without samples, or one with another sample format.
     """
     if content is None:
         content = read_file(path)
     if not content:
-        raise UserError(f"{path!r} is empty (0 bytes); {REPLACE}")
+        raise UserError(f"{path!r} is empty (0 bytes); {hint}")
     try:
         pcm = _streamed_sizes(_extensible_as_pcm(path, content))
         with wave.open(io.BytesIO(pcm), "rb") as w:
@@ -102,21 +103,29 @@ def read_wav(path, expected_rate=DATASET_RATE, content=None):
             data = w.readframes(frames)
     except EOFError:
         raise UserError(f"{path!r} is not a readable WAV file (it ends inside its "
-                        f"header, {len(content)} bytes); {REPLACE}") from None
+                        f"header, {len(content)} bytes); {hint}") from None
     except wave.Error as err:
-        raise UserError(f"{path!r} is not a readable WAV file ({err}); {REPLACE}") from None
-    if channels != 1:
-        raise UserError(f"{path!r} has {channels} channels; clips must be mono")
+        raise UserError(f"{path!r} is not a readable WAV file ({err}); {hint}") from None
     if width != 2:
-        raise UserError(f"{path!r} has {8 * width}-bit samples; clips must be 16-bit PCM")
+        raise UserError(f"{path!r} has {8 * width}-bit samples, not 16-bit PCM; {hint}")
+    if frames == 0:
+        raise UserError(f"{path!r} holds no samples (a WAV header only); {hint}")
+    if len(data) < frames * width * channels:
+        raise UserError(f"{path!r} is truncated: its header promises {frames} samples, "
+                        f"it holds {len(data) // (width * channels)}; {hint}")
+    return np.frombuffer(data, "<i2").reshape(frames, channels), rate
+
+
+def read_wav(path, expected_rate=DATASET_RATE, content=None):
+    """A dataset clip: a 16-bit mono PCM WAV at ``expected_rate`` (``read_pcm``) as
+    float32 in [-1, 1]. Raises UserError as ``read_pcm`` does, and for another
+    sample rate or channel count."""
+    samples, rate = read_pcm(path, content)
+    if samples.shape[1] != 1:
+        raise UserError(f"{path!r} has {samples.shape[1]} channels; clips must be mono")
     if rate != expected_rate:
         raise UserError(f"{path!r} is sampled at {rate} Hz; clips must be {expected_rate} Hz")
-    if frames == 0:
-        raise UserError(f"{path!r} holds no samples (a WAV header only); {REPLACE}")
-    if len(data) < frames * width:
-        raise UserError(f"{path!r} is truncated: its header promises {frames} samples, "
-                        f"it holds {len(data) // width}; {REPLACE}")
-    return np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+    return samples[:, 0].astype(np.float32) / 32768.0
 
 
 def pad_or_cut(signal, length):

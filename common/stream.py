@@ -16,11 +16,9 @@ is also counted as a wrong label).
 """
 import bisect
 import dataclasses
-import io
 import itertools
 import json
 import math
-import wave
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,28 +59,9 @@ class DetectorSettings:
 
 def read_wav_any(path, content=None):
     """``(float32 mono signal in [-1, 1], sample rate)`` of a 16-bit PCM WAV of any
-    length and rate; several channels are averaged. A UserError otherwise."""
-    if content is None:
-        content = audio.read_file(path)
-    if not content:
-        raise UserError(f"{path!r} is empty (0 bytes); give a 16-bit PCM WAV file")
-    try:
-        with wave.open(io.BytesIO(audio._extensible_as_pcm(path, content)), "rb") as w:
-            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
-            data = w.readframes(w.getnframes())
-    except EOFError:
-        raise UserError(f"{path!r} is not a readable WAV file (it ends inside its "
-                        "header)") from None
-    except wave.Error as err:
-        raise UserError(f"{path!r} is not a readable WAV file ({err}); give a 16-bit "
-                        "PCM WAV file") from None
-    if width != 2:
-        raise UserError(f"{path!r} has {8 * width}-bit samples; give 16-bit PCM")
-    samples = np.frombuffer(data[:len(data) // (2 * channels) * 2 * channels], "<i2")
-    if not len(samples):
-        raise UserError(f"{path!r} holds no samples")
-    signal = samples.reshape(-1, channels).astype(np.float32).mean(axis=1) / 32768.0
-    return signal, rate
+    length, rate and channel count (``audio.read_pcm``; channels are averaged)."""
+    samples, rate = audio.read_pcm(path, content, hint="give a 16-bit PCM WAV file")
+    return samples.astype(np.float32).mean(axis=1) / 32768.0, rate
 
 
 def resample_long(signal, from_rate, to_rate, block_outputs=16000):
