@@ -9,6 +9,7 @@ Each variant is an ordinary ``kws_train.py --version e`` run with the recipe's
 ``negatives`` replaced, into a scratch folder (nothing in models/ changes).
 
 Usage: python docs/negatives_ablation.py [--epochs N] [--seed S] [--only NAME,...]
+       [--listening-minutes M]
 """
 import argparse
 import dataclasses
@@ -25,10 +26,10 @@ import kws_train  # noqa: E402
 from common import artifacts  # noqa: E402
 from common.negatives import Negatives, UNKNOWN_KINDS  # noqa: E402
 
-VARIANTS = {"silence only": Negatives(unknown_fraction=0.0, unknown_kinds=()),
+VARIANTS = {"all (shipped)": Negatives(),
+            "silence only": Negatives(unknown_fraction=0.0, unknown_kinds=()),
             **{f"all but {kind}": Negatives(unknown_kinds=tuple(
-                k for k in UNKNOWN_KINDS if k != kind)) for kind in UNKNOWN_KINDS},
-            "all (shipped)": Negatives()}
+                k for k in UNKNOWN_KINDS if k != kind)) for kind in UNKNOWN_KINDS}}
 KEYS = ("accuracy", "accuracy_10db", "stream_hit_rate", "stream_fa_per_hour",
         "noise_fa_per_hour", "events_fa_per_hour", "stream_wrong_label_rate",
         "latency_median_ms")
@@ -39,6 +40,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", help="comma-separated variant names")
+    parser.add_argument("--listening-minutes", default="10")
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
     args = parser.parse_args()
     out = os.path.join(HERE, "kws_negatives_ablation.json")
@@ -50,7 +52,7 @@ def main():
         with tempfile.TemporaryDirectory() as scratch:
             argv = ["--version", "e", "--seed", str(args.seed), "--out-dir", scratch,
                     "--data-dir", args.data_dir, "--quiet", "--latency-runs", "10",
-                    "--latency-pause", "0"]
+                    "--latency-pause", "0", "--listening-minutes", args.listening_minutes]
             if args.epochs:
                 argv += ["--epochs", str(args.epochs)]
             kws_train.main(argv)
