@@ -38,17 +38,17 @@ def parse_args(argv):
     parser.add_argument("audio", help="a 16-bit PCM WAV file (resampled to the model's "
                                       "rate when it differs), or - for raw 16-bit "
                                       "little-endian mono PCM at 16 kHz on standard input")
-    parser.add_argument("--threshold", type=cli._number(float, 0.0, 1.0),
+    parser.add_argument("--threshold", type=cli.probability,
                         help="fire when a keyword's averaged probability reaches this, "
                              "in [0, 1] (default: the model's)")
-    parser.add_argument("--average", type=cli._number(float, 0.0, low_open=True),
+    parser.add_argument("--average", type=cli.positive_float,
                         metavar="SECONDS", help="average the scores over this span "
                                                 "(default: the model's)")
     parser.add_argument("--suppression", type=cli.non_negative_float, metavar="SECONDS",
                         help="no second detection within this time (default: the model's)")
-    parser.add_argument("--hop", type=cli._number(float, 0.0, 1.0, low_open=True),
-                        metavar="SECONDS", help="run the model this often (default: the "
-                                                "model's)")
+    parser.add_argument("--hop", type=cli.hop_seconds,
+                        metavar="SECONDS", help="run the model this often, a whole "
+                                                "number of samples (default: the model's)")
     parser.add_argument("--json", action="store_true",
                         help="print the detections as one JSON list at the end")
     parser.add_argument("--verbose", action="store_true",
@@ -65,15 +65,19 @@ def settings_of(spotter, args):
     base = spotter.settings or stream.DetectorSettings()
     asked = {"threshold": args.threshold, "average_s": args.average,
              "suppression_s": args.suppression, "hop_s": args.hop}
-    return dataclasses.replace(base, **{k: v for k, v in asked.items() if v is not None})
+    settings = dataclasses.replace(base, **{k: v for k, v in asked.items() if v is not None})
+    stream.hop_samples(settings.hop_s, spotter.features.sample_rate)  # a UserError if not
+    return settings
 
 
 def audio_pieces(path, rate):
     """The audio as float pieces at ``rate``: a whole WAV file at once, or standard
     input as it arrives."""
     if path != "-":
-        signal, file_rate = stream.read_wav_any(path)
-        yield stream.resample_long(signal, file_rate, rate)
+        signal, file_rate = audio.read_wav_any(path)
+        signal = audio.resample_long(signal, file_rate, rate)
+        for start in range(0, len(signal), rate):  # a second at a time: the lines come
+            yield signal[start:start + rate]        # as they fire, Ctrl-C keeps them
         return
     if rate != stream.RAW_RATE:
         raise UserError(f"the model listens at {rate} Hz; standard input is read as "
@@ -160,9 +164,10 @@ def run(argv=None):
     except BrokenPipeError:
         print("error: the output pipe was closed", file=sys.stderr)
         code = EXIT_BAD_INPUT
-    except KeyboardInterrupt:  # before listening started: nothing was detected
-        print("error: interrupted before any audio was read", file=sys.stderr)
-        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt as err:  # outside the listening loop
+        terminated = isinstance(err, Terminated)
+        print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        code = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     try:
         sys.stdout.flush()
     except (AttributeError, ValueError, OSError):  # closed, or a pipe closed early

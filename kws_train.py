@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 
@@ -273,22 +274,31 @@ def fit_ds_cnn(recipe, features, targets, seed, verbose):
 
 def choose_detector(tflite_bytes, data, recipe, minutes):
     """The detector's settings for a model, chosen on validation audio made from
-    the validation split (``stream.validation_settings``)."""
+    the validation split (``stream.validation_settings``); says so in one line when
+    no setting kept that audio within the false-alarm cap."""
     from common.runtime import Runner
     clips = data.load(recipe.features.sample_rate)
-    return stream.validation_settings(Runner(tflite_bytes), recipe.features, data.labels,
-                                      clips.splits["val"], minutes)
+    settings, _, held = stream.validation_settings(
+        Runner(tflite_bytes), recipe.features, data.labels, clips.splits["val"], minutes)
+    if not held:
+        print(f"note: no detector setting kept the validation audio within "
+              f"{stream.VALIDATION_MAX_FA_PER_HOUR:g} false alarm an hour; chose the "
+              f"fewest (threshold {settings.threshold:g})", file=sys.stderr)
+    return settings
 
 
-def detector_settings(tflite_bytes, data, recipe, minutes):
-    """The settings the model records (a listening version's), else chosen now on
-    validation audio (a-d), and where they came from."""
+def recorded_settings(tflite_bytes):
+    """The detector settings a model records (a listening version's), else None."""
     from common import tflite_file
     recorded = tflite_file.read_metadata(tflite_bytes, stream.DETECTOR_METADATA)
-    if recorded:
-        return stream.DetectorSettings.from_text(recorded, "the model"), "model metadata"
-    settings, _ = choose_detector(tflite_bytes, data, recipe, minutes)
-    return settings, "chosen on validation audio"
+    return recorded and stream.DetectorSettings.from_text(recorded, "the model")
+
+
+def listening_minutes(args, recipe):
+    """--listening-minutes, by default on (an hour) for a listening version only."""
+    if args.listening_minutes is not None:
+        return args.listening_minutes
+    return stream.DEFAULT_MINUTES if recipe.negatives else 0.0
 
 
 class KeywordSpotting(pipeline.Task):
@@ -316,13 +326,14 @@ class KeywordSpotting(pipeline.Task):
                             help="seconds between timed runs, as the course's script "
                                  "(default: 0.1)")
         parser.add_argument("--listening-minutes", type=cli.non_negative_float,
-                            default=stream.DEFAULT_MINUTES, metavar="M",
-                            help="the listening report's keyword stream lasts M minutes, "
-                                 "its keyword-free recordings 6 M each, the validation "
-                                 "audio that chooses a listening version's detector "
-                                 f"settings 4 M (default: {stream.DEFAULT_MINUTES:g}; 0: "
-                                 "no listening report, and e records the detector's "
-                                 "default settings)")
+                            metavar="M",
+                            help="run the listening report (the detector on made test "
+                                 "audio: a stream of every test clip, M minutes of noise "
+                                 "and M of noise with other sounds) and choose a "
+                                 "listening version's detector settings on validation "
+                                 "audio made the same way, its keyword-free part M/3 "
+                                 f"(default: {stream.DEFAULT_MINUTES:g} for e, 0 = off "
+                                 "for a-d; 0 for e records the detector's defaults)")
         parser.add_argument("--negatives", metavar="DIR",
                             help="a listening version (e) also trains on this folder of "
                                  "your own non-keyword audio: WAV files of any length, "
@@ -339,17 +350,25 @@ class KeywordSpotting(pipeline.Task):
                                  os.path.join(args.data_dir, speech.DATASET_FOLDER),
                                  not args.no_download, quiet=args.quiet)
         labels, splits = None, speech.SPLITS
+        self.listening_minutes = listening_minutes(args, recipe)
         if evaluating is not None:
             from common import tflite_file
             labels = tflite_file.read_labels(evaluating.tflite_bytes, evaluating.path)
             check_features(evaluating, recipe.features, args.version)
+            listens = not all(negatives.is_keyword(label) for label in labels)
+            if listens != (recipe.negatives is not None):
+                raise UserError(f"{evaluating.path!r} {'has' if listens else 'lacks'} "
+                                f"background and unknown outputs, version {args.version} "
+                                f"{'does not' if listens else 'does'}; evaluate it with "
+                                "the version that made it")
             # the listening report chooses the detector's settings on validation audio
             # when the model records none (versions a-d); the test list is checked first
-            recorded = tflite_file.read_metadata(evaluating.tflite_bytes,
-                                                 stream.DETECTOR_METADATA)
-            splits = ("test", "val") if args.listening_minutes and not recorded \
-                else ("test",)
-        self.listening_minutes = args.listening_minutes
+            if self.listening_minutes and not recorded_settings(evaluating.tflite_bytes):
+                splits = ("test", "val")
+            else:
+                splits = ("test",)
+        if args.negatives is not None and evaluating is not None:
+            raise UserError("--negatives trains; --evaluate measures a given model")
         if args.negatives is not None and recipe.negatives is None:
             raise UserError(f"--negatives trains a listening version; version "
                             f"{args.version} has no background or unknown output (use e)")
@@ -420,8 +439,7 @@ class KeywordSpotting(pipeline.Task):
             return tflite_bytes
         settings = stream.DetectorSettings()
         if self.listening_minutes:
-            settings, _ = choose_detector(tflite_bytes, data, recipe,
-                                          self.listening_minutes)
+            settings = choose_detector(tflite_bytes, data, recipe, self.listening_minutes)
         return tflite_file.with_metadata(tflite_bytes, stream.DETECTOR_METADATA,
                                          settings.to_text())
 
@@ -448,7 +466,11 @@ class KeywordSpotting(pipeline.Task):
         from common.runtime import host_description
         lat = latency(tflite_bytes, recipe.features, args.latency_runs,
                       args.latency_pause, args.seed)
-        cost, memory = stream.listening_cost(tflite_bytes, recipe.features)
+        from common import tflite_file
+        labels = (tflite_file.read_metadata(tflite_bytes, tflite_file.LABELS) or "").split()
+        cost, memory = stream.listening_cost(
+            tflite_bytes, recipe.features, recorded_settings(tflite_bytes)
+            or stream.DetectorSettings(), labels or None)
         return ({"inference_ms": lat["1_thread"]["inference"]["mean_ms"],
                  "total_ms": lat["1_thread"]["total"]["mean_ms"], **cost},
                 {"latency": lat, "host": host_description(), "detector_memory": memory})
@@ -481,8 +503,11 @@ class KeywordSpotting(pipeline.Task):
         settings the model records, or chosen on validation audio."""
         if not self.listening_minutes:
             return {}, {}
-        settings, source = detector_settings(runner.tflite_bytes, data, recipe,
-                                             self.listening_minutes)
+        settings, source = recorded_settings(runner.tflite_bytes), "model metadata"
+        if settings is None:
+            settings = choose_detector(runner.tflite_bytes, data, recipe,
+                                       self.listening_minutes)
+            source = "chosen on validation audio"
         clips = data.load(recipe.features.sample_rate)
         metrics, details = stream.listening_report(runner, recipe.features, data.labels,
                                                    clips.splits[split], settings,
@@ -534,7 +559,12 @@ class KeywordSpotting(pipeline.Task):
                                      == data.labels.index(name)).sum())
                           for name in negatives.NON_KEYWORDS} for split in ("train", "val")}
         user = data.user_negatives(recipe.features.sample_rate)
-        return {"examples": counts, "user_folder": user[2] if user else None}
+        if user:
+            keywords = [i for i, name in enumerate(data.labels) if negatives.is_keyword(name)]
+            examples = int(np.isin(features.train[1], keywords).sum())
+            user = {**user[2], "pieces_used": min(user[2]["pieces"], negatives.user_cap(
+                recipe.negatives, examples))}
+        return {"examples": counts, "user_folder": user}
 
     def row(self, name, m):
         noisy = [f"{m[k]:.2%}" if k in m else "-" for k in ("accuracy_10db", "accuracy_5db")]
@@ -605,8 +635,8 @@ def listening_lines(details):
              "rejects other sounds)"])
     return ["", f"listening on made test audio (seed {report['seed']}): hop "
                 f"{settings['hop_s']} s, averaged over {settings['average_s']} s, "
-                f"threshold {settings['threshold']}, suppression {settings['suppression_s']}"
-                f" s ({report['settings_source']})",
+                f"threshold {settings['threshold']}, suppression "
+                f"{settings['suppression_s']} s ({report['settings_source']})",
             cli.format_table(["recording", "length", "words", "events", "hits",
                               "false alarms", "per hour", "wrong label", "latency ms",
                               "p95 ms"], rows)] + note

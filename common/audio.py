@@ -166,6 +166,38 @@ def resample(signal, from_rate, to_rate):
     return (windows @ h[::-1]).astype(np.float32)
 
 
+def read_wav_any(path, content=None):
+    """``(float32 mono signal in [-1, 1], sample rate)`` of a 16-bit PCM WAV of any
+    length, rate and channel count (``audio.read_pcm``; channels are averaged)."""
+    samples, rate = read_pcm(path, content, hint="give a 16-bit PCM WAV file")
+    return samples.astype(np.float32).mean(axis=1) / 32768.0, rate
+
+
+def resample_long(signal, from_rate, to_rate, block_outputs=16000):
+    """``resample`` of a recording of any length, in blocks (the one-shot
+    version's temporaries grow with the length times the up-sampling factor); each
+    block is computed with enough context that the result is the one-shot one."""
+    g = math.gcd(from_rate, to_rate)
+    up, down = to_rate // g, from_rate // g
+    signal = np.asarray(signal, np.float32)
+    if up == down:
+        return signal
+    _, half_len = _resample_filter(up, down)
+    per_block = max(1, block_outputs // up)           # input blocks of per_block * down
+    step_in, step_out = per_block * down, per_block * up
+    context = -(-(half_len // up + 2) // down) * down  # the filter's reach, in whole
+    n_out = -(-len(signal) * up // down)               # multiples of down
+    out = np.empty(n_out, np.float32)
+    for start in range(0, len(signal), step_in):
+        lo = max(0, start - context)
+        piece = resample(signal[lo:start + step_in + context], from_rate, to_rate)
+        skip = (start - lo) * up // down  # exact: start - lo is a multiple of down
+        first = start * up // down
+        count = min(step_out, n_out - first)
+        out[first:first + count] = piece[skip:skip + count]
+    return out
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """How a 1 s clip becomes the model's input image."""

@@ -60,6 +60,9 @@ non_negative_int = _number(int, low=0)
 MAX_SEED = 2 ** 32 - 1  # numpy's and TensorFlow's seeds are 32-bit
 seed_number = _number(int, low=0, high=MAX_SEED)
 non_negative_float = _number(float, low=0.0)
+positive_float = _number(float, low=0.0, low_open=True)
+probability = _number(float, low=0.0, high=1.0)
+hop_seconds = _number(float, low=0.0, high=1.0, low_open=True)
 def folder_name(text):
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty folder name")

@@ -178,38 +178,46 @@ def make(clips, y, examples, aug, rate, rng, background_index, unknown_index):
     return waves, labels
 
 
-def _wav_files(folder):
+def _audio_files(folder):
+    """``(WAV files, how many other files were skipped)`` under ``folder``, sorted
+    (Speech Commands ships a README and lists beside its WAVs)."""
     if not os.path.isdir(folder):
         raise UserError(f"--negatives {folder!r} is not a folder")
-    found = []
+    found, skipped = [], 0
     for root, dirs, files in os.walk(folder):
         dirs.sort()
-        found += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+        for name in sorted(files):
+            if name.lower().endswith(".wav") and not name.startswith("."):
+                found.append(os.path.join(root, name))
+            else:
+                skipped += 1
     if not found:
-        raise UserError(f"--negatives {folder!r} holds no files; give a folder of WAV "
+        raise UserError(f"--negatives {folder!r} holds no WAV files; give a folder of WAV "
                         "files of non-keyword audio")
-    return found
+    return found, skipped
 
 
 def user_negatives(folder, rate):
     """``(waves [n, samples], is_background [n], record)``: every WAV file under
     ``folder`` (any length, any rate: resampled to ``rate``) cut into 1-s pieces
     (a last piece shorter than half a second is dropped, a longer one padded). A
-    file under a folder named like ``_background_noise_`` is background, any other
-    unknown speech. ``record`` names the folder, its files and pieces and one sha256
-    over the files' relative paths and bytes, for the results JSON. A file that is
-    not a 16-bit PCM WAV is a UserError."""
-    from common import stream
+    file in a folder named like ``_background_noise_`` (``folder`` itself included)
+    is background, any other unknown speech; other files are skipped and counted.
+    ``record`` names the folder, its files and pieces and one sha256 over each
+    file's relative path and bytes (length-prefixed, ``/``-separated), for the
+    results JSON. A ``.wav`` file that is not 16-bit PCM is a UserError."""
     length = int(rate * audio.CLIP_SECONDS)
     pieces, background, digest = [], [], hashlib.sha256()
-    files = _wav_files(folder)
+    files, skipped = _audio_files(folder)
+    top = os.path.basename(os.path.normpath(os.path.abspath(folder)))
     for path in files:
-        rel = os.path.relpath(path, folder)
+        parts = os.path.relpath(path, folder).split(os.sep)
         content = audio.read_file(path)
-        digest.update(rel.encode() + b"\0" + content)
-        signal, file_rate = stream.read_wav_any(path, content)
-        signal = stream.resample_long(signal, file_rate, rate)
-        is_bg = any(part in BACKGROUND_FOLDERS for part in rel.split(os.sep)[:-1])
+        for field in ("/".join(parts).encode(), content):
+            digest.update(len(field).to_bytes(8, "little") + field)
+        signal, file_rate = audio.read_wav_any(path, content)
+        signal = audio.resample_long(signal, file_rate, rate)
+        is_bg = any(part in BACKGROUND_FOLDERS for part in [top] + parts[:-1])
         for start in range(0, len(signal), length):
             piece = signal[start:start + length]
             if len(piece) * 2 >= length:
@@ -217,6 +225,14 @@ def user_negatives(folder, rate):
                 background.append(is_bg)
     if not pieces:
         raise UserError(f"--negatives {folder!r}: no file holds half a second of audio")
-    record = {"folder": os.path.abspath(folder), "files": len(files), "pieces": len(pieces),
+    record = {"folder": os.path.abspath(folder), "files": len(files),
+              "skipped_files": skipped, "pieces": len(pieces),
               "background_pieces": int(sum(background)), "sha256": digest.hexdigest()}
     return np.stack(pieces), np.array(background, bool), record
+
+
+def user_cap(negs, examples):
+    """At most as many of the user's pieces join training as the made negatives
+    (the recipe's fractions of ``examples``): a folder of 100 000 other words would
+    otherwise drown the keywords."""
+    return int(round((negs.silence_fraction + negs.unknown_fraction) * examples))

@@ -243,9 +243,10 @@ def train_seed(task, args, recipe, data, seed):
 
 
 def seed_summary(runs):
-    """Mean and (population) standard deviation over seeds of every numeric metric."""
-    keys = [k for k, v in runs[0].metrics.items()
-            if isinstance(v, (int, float)) and not k.endswith("clips")]
+    """Mean and (population) standard deviation over seeds of every metric that is
+    a number in every seed (a latency of no hit is None)."""
+    keys = [k for k in runs[0].metrics if not k.endswith("clips") and all(
+        isinstance(run.metrics.get(k), (int, float)) for run in runs)]
     values = {k: [run.metrics[k] for run in runs] for k in keys}
     return {k: {"mean": round(statistics.fmean(v), 4),
                 "std": round(statistics.pstdev(v), 4)} for k, v in values.items()}

@@ -282,11 +282,13 @@ def feature_count(clips, aug):
 
 def add_negatives(data, clips, config, aug, negs, seed, user=None):
     """``data`` (``SpeechData``) with made negatives appended to the training and
-    validation splits: the training split's made from training clips only (for as
-    many examples as it holds, augmented like the keywords), the validation split's
-    from validation clips (not augmented), each from a generator of its own.
-    ``user`` (``(waves, is_background)`` of ``--negatives``) joins the training
-    split as it is. Features are computed with ``config``."""
+    validation splits: the training split's made from training clips only (as many
+    as the recipe's fractions of the examples it holds, each once, through the same
+    augmentation as the keywords' copies), the validation split's from validation
+    clips (not augmented), each from a generator of its own. ``user`` (``(waves,
+    is_background)`` of ``--negatives``) joins the training split as it is, at most
+    ``negatives.user_cap`` pieces of it, drawn at random. Features are computed with
+    ``config``."""
     index = {name: data.labels.index(name) for name in negatives.NON_KEYWORDS}
     splits = {}
     for offset, split in enumerate(("train", "val")):
@@ -304,9 +306,11 @@ def add_negatives(data, clips, config, aug, negs, seed, user=None):
             if aug.copies:
                 neg_waves = augment(neg_waves, aug, rng)
             if user is not None:
-                neg_waves = np.concatenate([neg_waves, user[0]])
+                keep = np.sort(rng.permutation(len(user[0]))[
+                    :negatives.user_cap(negs, len(y))])
+                neg_waves = np.concatenate([neg_waves, user[0][keep]])
                 neg_y = np.concatenate([neg_y, np.where(
-                    user[1], index[negatives.BACKGROUND], index[negatives.UNKNOWN])])
+                    user[1][keep], index[negatives.BACKGROUND], index[negatives.UNKNOWN])])
         splits[split] = (np.concatenate([x, compute_features(config, neg_waves)]),
                          np.concatenate([y, neg_y]))
     return SpeechData(data.labels, splits["train"], splits["val"], data.test)

@@ -100,7 +100,7 @@ def test_smoothing_averages_the_last_hops():
 def test_resample_long_equals_the_one_shot_resampler(rates):
     rng = np.random.default_rng(1)
     signal = rng.standard_normal(int(rates[0] * 1.7)).astype(np.float32)
-    long = stream.resample_long(signal, *rates, block_outputs=3000)
+    long = audio.resample_long(signal, *rates, block_outputs=3000)
     assert long.shape == audio.resample(signal, *rates).shape
     assert np.allclose(long, audio.resample(signal, *rates), atol=1e-5)
 
@@ -186,11 +186,15 @@ def test_user_negatives_are_cut_into_pieces_and_labelled(tmp_path):
     assert record["files"] == 3 and record["pieces"] == 4 and len(record["sha256"]) == 64
     again = negatives.user_negatives(str(tmp_path), 16000)[2]
     assert again["sha256"] == record["sha256"]
+    (tmp_path / "_background_noise_" / "README.md").write_text("notes")
+    _, background, record = negatives.user_negatives(str(tmp_path / "_background_noise_"),
+                                                     16000)
+    assert background.all() and record["skipped_files"] == 1  # the folder itself counts
 
 
 def test_user_negatives_refuse_an_empty_folder_and_a_non_wav_file(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="holds no files"):
+    with pytest.raises(UserError, match="holds no WAV files"):
         negatives.user_negatives(str(tmp_path / "empty"), 16000)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.wav").write_text("not audio")
@@ -202,20 +206,76 @@ def test_user_negatives_refuse_an_empty_folder_and_a_non_wav_file(tmp_path):
 
 # --- recordings ----------------------------------------------------------------
 
-def test_recordings_are_reproducible_and_keep_events_off_the_words():
+def test_recordings_use_every_clip_once_and_keep_events_off_the_words():
     rng = np.random.default_rng(5)
-    clips = np.zeros((6, 16000), np.float32)
-    clips[:, 4000:10000] = 0.3 * rng.standard_normal((6, 6000))
-    plan = (("stream", 1, True, True),)
-    a = stream.recordings(clips, np.arange(6), list("abcdef"), 16000, plan, 1.0, 7)[0]
-    b = stream.recordings(clips, np.arange(6), list("abcdef"), 16000, plan, 1.0, 7)[0]
+    clips = np.zeros((20, 16000), np.float32)
+    clips[:, 4000:10000] = 0.3 * rng.standard_normal((20, 6000))
+    y = np.arange(20) % 4
+    a = stream.make_recording("s", clips, y, 16000, None, np.random.default_rng(7))
+    b = stream.make_recording("s", clips, y, 16000, None, np.random.default_rng(7))
     assert np.array_equal(a.signal, b.signal) and a.words == b.words
-    assert 10 <= len(a.words) <= 30 and a.events
+    assert len(a.words) == 20 and sorted(w[2] for w in a.words) == sorted(y)
+    assert a.events and {kind for *_, kind in a.events} <= set(stream.EVENTS)
     for start, end, _ in a.events:
         for w_start, w_end, _ in a.words:
             assert end <= w_start or start >= w_end + stream.HIT_WINDOW_S - 1e-6
     starts = np.diff([w[0] for w in a.words])
     assert starts.min() >= 2.0 - 0.01 and starts.max() <= 5.0 + 0.01
+    assert a.words[-1][1] < a.seconds
+    quiet = stream.make_recording("q", clips, y, 16000, 30.0, rng, keywords=False)
+    assert quiet.seconds == 30.0 and not quiet.words and len(quiet.events) >= 6
+
+
+def test_no_event_is_a_kind_the_listening_version_trains_on():
+    assert not set(stream.EVENTS) & set(negatives.UNKNOWN_KINDS)
+
+
+def test_the_report_listens_only_to_the_split_it_is_given(monkeypatch):
+    """The test audio is made from the clips passed (the test split's), never from
+    another split: every sample of a keyword-free recording with events but no
+    noise comes from those clips' words or the event generators."""
+    made = []
+    real = stream.make_recording
+
+    def spy(name, clips, *args, **kwargs):
+        made.append(clips)
+        return real(name, clips, *args, **kwargs)
+    monkeypatch.setattr(stream, "make_recording", spy)
+    clips = np.full((4, 16000), 0.1, np.float32)
+    stream.listen_to(FakeRunner(), audio.FeatureConfig(), (clips, np.arange(4)),
+                     stream.REPORT_RECORDINGS, 0.2, 1, "test")
+    assert len(made) == len(stream.REPORT_RECORDINGS)
+    assert all(m is clips for m in made)
+
+
+def test_choosing_settings_prefers_hits_within_the_false_alarm_cap():
+    """Two averaging spans' worth of made probabilities: a word every 30 hops, and
+    a false alarm source every 300 hops whose score is below 0.95."""
+    hops = 36000  # an hour at 0.1 s
+    probs = np.zeros((hops, 2), np.float32)
+    probs[:, 1] = 1.0
+    words = []
+    for n, k in enumerate(range(100, hops - 100, 300)):
+        sure = 1.0 if n % 2 else 0.85          # a word's hops: keyword 0
+        probs[k:k + 8] = [sure, 1 - sure]
+        words.append(((k - 5) * 0.1, (k + 3) * 0.1, 0))
+        probs[k + 150:k + 158] = [0.9, 0.1]  # something else, 0.9 sure
+    rec = stream.Recording("stream", np.zeros(hops * 1600, np.int8), 16000, tuple(words), ())
+    settings, point, held = stream.choose_settings({"stream": probs}, [rec],
+                                                   np.array([True, False]))
+    assert held and settings.threshold > 0.9 and point["stream"]["hit_rate"] == 0.5
+    # nothing can stay within the cap: the fewest false alarms, not the most hits
+    for k in range(100, hops - 100, 300):
+        probs[k + 50:k + 58] = [1.0, 0.0]  # sure false alarms, whatever the threshold
+    settings, point, held = stream.choose_settings({"stream": probs}, [rec],
+                                                   np.array([True, False]))
+    assert not held and settings.threshold > 0.9 and point["stream"]["hit_rate"] == 0.5
+
+
+def test_detect_with_no_suppression_fires_every_hop_like_the_listener():
+    probs = np.tile(np.array([[1.0, 0.0]], np.float32), (5, 1))
+    settings = stream.DetectorSettings(threshold=0.5, suppression_s=0.0)
+    assert len(stream.detect(probs, settings, np.array([True, True]))) == 5
 
 
 # --- the settings a model records ------------------------------------------------
@@ -346,7 +406,7 @@ def test_negatives_option_errors_before_training(case, tmp_path, speech_dir, cap
         "--version", version, "--data-dir", str(speech_dir), "--split-dir", str(speech_dir),
         "--out-dir", str(out), "--no-download", "--negatives", str(folder)],
         capsys)
-    fragment = {"empty": "holds no files", "not_wav": "not a readable WAV",
+    fragment = {"empty": "holds no WAV files", "not_wav": "not a readable WAV",
                 "keyword_only_version": "use e"}[case]
     assert_bad_input(code, err, fragment, out)
 
@@ -380,3 +440,21 @@ def test_ctrl_c_on_a_live_stream_prints_what_was_detected_and_exits_130(
     assert b"Traceback" not in err
     processed = float(err.decode().split("processed ")[1].split(" s of audio")[0])
     assert processed == (12.0 if as_json else pytest.approx(10.0, abs=1.0))
+
+
+def test_user_negatives_are_capped_at_the_made_negatives_share():
+    clips = corpus_of(speech.SPLITS)
+    config = audio.FeatureConfig()
+    data = speech.featurize(clips, config, speech.Augmentation(), 0)
+    neg = negatives.Negatives(unknown_kinds=("partial",))
+    user = (np.full((100, 16000), 0.2, np.float32), np.zeros(100, bool))
+    result = speech.add_negatives(data, clips, config, speech.Augmentation(), neg, 0, user)
+    made = len(data.train[1]) + 1 + 2  # keywords, background, unknown
+    cap = negatives.user_cap(neg, len(data.train[1]))
+    assert cap == 2 and len(result.train[1]) == made + cap
+    assert (result.train[1][made:] == 3).all()  # unknown speech
+
+
+def test_smoothing_a_recording_shorter_than_the_span():
+    probs = np.array([[0.2, 0.8], [0.4, 0.6]], np.float32)
+    assert stream.smooth(probs, 5)[:, 0] == pytest.approx([0.2, 0.3])
