@@ -24,6 +24,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import common  # noqa: E402,F401
+import numpy as np  # noqa: E402
 
 from common import artifacts, cli, micro, speech, stream  # noqa: E402
 
@@ -35,25 +36,29 @@ def benchmark(version, data_dir, split_dir):
     corpus = speech.Corpus(data_dir, split_dir, 0, ("val", "test"), spotter.labels)
     clips = corpus.load(spotter.features.sample_rate)
     runner = Runner(spotter.tflite_bytes)
-    settings, source = spotter.settings, "model metadata"
+    settings, source, held = spotter.settings, "model metadata", None
     if settings is None:
-        settings, _ = stream.validation_settings(runner, spotter.features, spotter.labels,
-                                                 clips.splits["val"])
+        settings, _, held = stream.validation_settings(runner, spotter.features,
+                                                       spotter.labels, clips.splits["val"])
         source = "chosen on validation audio"
     metrics, details = stream.listening_report(runner, spotter.features, spotter.labels,
                                                clips.splits["test"], settings)
-    details["settings_source"] = source
-    cost, memory = stream.listening_cost(spotter.tflite_bytes, spotter.features)
+    details.update(settings_source=source, validation_cap_held=held)
+    cost, memory = stream.listening_cost(spotter.tflite_bytes, spotter.features, settings,
+                                         spotter.labels)
     if micro.available():
         device = micro.MicroRunner(spotter.tflite_bytes)
         listener = stream.Listener(device, spotter.features, spotter.labels, settings)
         signal = stream.background(20.0, spotter.features.sample_rate,
-                                   __import__("numpy").random.default_rng(0))
+                                   np.random.default_rng(0))
         start = time.perf_counter()
         listener.feed(signal)
         cost["tflm_ms_per_hop_host"] = round(1000 * (time.perf_counter() - start)
-                                             / listener.hops_done, 3)
+                                             / listener.hops_done, 3)  # front end too
         memory["arena_bytes"] = device.arena_bytes()
+        memory["arena_plus_detector_int16"] = (memory["arena_bytes"]
+                                               + memory["audio_ring_int16"]
+                                               + memory["score_history"])
     return {"metrics": metrics, "details": details, "cost": cost, "memory": memory,
             "flash_bytes": len(spotter.tflite_bytes)}
 

@@ -40,7 +40,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", help="comma-separated variant names")
-    parser.add_argument("--listening-minutes", default="10")
+    parser.add_argument("--listening-minutes", default="60")
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
     args = parser.parse_args()
     out = os.path.join(HERE, "kws_negatives_ablation.json")
