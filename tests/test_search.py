@@ -388,7 +388,16 @@ def two_workers_in_trials(tmp_path):
     storage = f"sqlite:///{out}/search/forecast_b.db"
 
     def trials():
+        """The study's trials, once the search has made its tables: opening the
+        storage earlier would race the search's own schema creation ("table studies
+        already exists"), so readiness is asked read-only first."""
+        import sqlite3
         try:
+            with sqlite3.connect(f"file:{out}/search/forecast_b.db?mode=ro", uri=True) as db:
+                if not db.execute("SELECT count(*) FROM sqlite_master WHERE name = "
+                                  "'version_info'").fetchone()[0] or \
+                        not db.execute("SELECT count(*) FROM version_info").fetchone()[0]:
+                    return []
             return optuna.load_study(study_name="forecast_b", storage=storage).get_trials()
         except Exception:  # not created yet, or locked for a moment
             return []

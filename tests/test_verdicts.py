@@ -312,6 +312,10 @@ def test_committed_model_matches_its_json(stem):
         assert features is not None, f"{stem} records no features"
         assert json.loads(features) == report["recipe"]["features"]
         assert tuple(runner.output["shape"]) == (1, len(report["labels"]))
+        detector = tflite_file.read_metadata(tflite, "detector")  # a listening version's
+        assert (detector is not None) == (recipe.negatives is not None)
+        if detector is not None:  # the settings its listening report measured
+            assert json.loads(detector) == report["listening"]["settings"]
     else:
         assert tuple(runner.input_shape) == (1, 12)
         assert tuple(runner.output["shape"]) == (1, 12)
