@@ -12,63 +12,24 @@ import subprocess
 import sys
 import time
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from common import artifacts, pipeline
-from common.budget import Limit
 from common.cli import run_main
 from common.errors import UserError
 from conftest import ROOT
+from test_seeds import ConstantTask as SeedsConstantTask
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 # --- a task that trains in no time: seed s answers s, the test split wants 2 ----------
 
-@dataclass(frozen=True)
-class ConstantRecipe:
-    quantization: str = "float"
-    sparsity: float = 0.0
-    max_flash_bytes: int = None
-    max_arena_bytes: int = None
-
-    def limits(self):
-        return (Limit("mae", 1.5),)
-
-
-class ConstantTask(pipeline.Task):
-    name = "const"
-    description = "constant models"
-    recipes = {"x": ConstantRecipe()}
-    header = ["model", "mae", ".tflite B", ".tflite.zlib B"]
-    search_space = pipeline.SearchSpace(
-        knobs=None, ranges={}, epoch_fields=(), params=None,
-        error=lambda metrics, recipe: metrics["mae"], error_label="mae",
-        error_limit=lambda recipe: 1.5, reference={})
-
-    def load(self, args, recipe, evaluating=None):
-        return None
-
-    def train(self, recipe, data, seed, verbose):
-        import tf_keras as keras
-        from common import optimize
-        inputs = keras.Input((2,))
-        outputs = keras.layers.Dense(1, kernel_initializer="zeros",
-                                     bias_initializer=keras.initializers.Constant(seed))(inputs)
-        model = keras.Model(inputs, outputs)
-        return model, optimize.convert(model, "float"), {}
-
-    def inputs(self, data, recipe, split):
-        return np.zeros((4, 2), np.float32), np.full((4, 1), 2.0)
-
-    def score(self, outputs, y, data):
-        return {"mae": round(float(np.abs(outputs - y).mean()), 4)}, {}
-
-    def row(self, name, metrics):
-        return [name, metrics["mae"], metrics["tflite_bytes"], metrics["zlib_bytes"]]
+class ConstantTask(SeedsConstantTask):
+    """``test_seeds``' task, with validation and test both wanting 2."""
+    targets = {"val": 2.0, "test": 2.0}
 
 
 def run_constant(out_dir, capsys, *extra, seed=2):
