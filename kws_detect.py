@@ -87,8 +87,7 @@ def audio_pieces(path, rate):
     import numpy as np
     source, rest = sys.stdin.buffer, b""
     while True:
-        data = source.read1(CHUNK_BYTES) if hasattr(source, "read1") else source.read(
-            CHUNK_BYTES)
+        data = source.read1(CHUNK_BYTES)  # what has arrived, up to 100 ms
         if not data:
             return
         data = rest + data

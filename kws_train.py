@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common import artifacts, audio, cli, distill, negatives, pipeline, speech, stream
+from common import (artifacts, audio, cli, distill, negatives, pipeline, speech, stream,
+                    tflite_file)
 from common.budget import Limit, device_limits
 from common.distill import Distillation
 from common.errors import UserError
@@ -188,7 +189,7 @@ SEARCH_SPACE = pipeline.SearchSpace(
                "c": (26400, {"accuracy": 0.91})})
 
 
-FEATURES_METADATA = "features"
+FEATURES_METADATA = tflite_file.FEATURES
 
 
 def features_text(config):
@@ -201,14 +202,7 @@ def check_features(model_file, config, version):
     can give the same input shape (a 40x40 log-STFT with and without a frequency
     cut), so --evaluate compares the recorded configuration, not only the shape. A
     field the record lacks (added to FeatureConfig since) takes its default."""
-    from common import tflite_file
-    text = tflite_file.read_required(model_file.tflite_bytes, model_file.path,
-                                     FEATURES_METADATA)
-    try:
-        recorded = audio.FeatureConfig(**json.loads(text))
-    except (ValueError, TypeError):  # not JSON, not an object, unknown or bad fields
-        raise UserError(f"{model_file.path!r} has damaged 'features' metadata (not a "
-                        "feature configuration); retrain it") from None
+    recorded = tflite_file.read_features(model_file.tflite_bytes, model_file.path)
     differ = [f.name for f in dataclasses.fields(config)
               if getattr(recorded, f.name) != getattr(config, f.name)]
     if differ:
@@ -287,13 +281,6 @@ def choose_detector(tflite_bytes, data, recipe, minutes):
     return settings
 
 
-def recorded_settings(tflite_bytes):
-    """The detector settings a model records (a listening version's), else None."""
-    from common import tflite_file
-    recorded = tflite_file.read_metadata(tflite_bytes, stream.DETECTOR_METADATA)
-    return recorded and stream.DetectorSettings.from_text(recorded, "the model")
-
-
 def listening_minutes(args, recipe):
     """--listening-minutes, by default on (an hour) for a listening version only."""
     if args.listening_minutes is not None:
@@ -355,7 +342,7 @@ class KeywordSpotting(pipeline.Task):
             from common import tflite_file
             labels = tflite_file.read_labels(evaluating.tflite_bytes, evaluating.path)
             check_features(evaluating, recipe.features, args.version)
-            listens = not all(negatives.is_keyword(label) for label in labels)
+            listens = negatives.listens(labels)
             if listens != (recipe.negatives is not None):
                 raise UserError(f"{evaluating.path!r} {'has' if listens else 'lacks'} "
                                 f"background and unknown outputs, version {args.version} "
@@ -363,7 +350,8 @@ class KeywordSpotting(pipeline.Task):
                                 "the version that made it")
             # the listening report chooses the detector's settings on validation audio
             # when the model records none (versions a-d); the test list is checked first
-            if self.listening_minutes and not recorded_settings(evaluating.tflite_bytes):
+            if self.listening_minutes and not stream.recorded_settings(
+                    evaluating.tflite_bytes, evaluating.path):
                 splits = ("test", "val")
             else:
                 splits = ("test",)
@@ -466,10 +454,9 @@ class KeywordSpotting(pipeline.Task):
         from common.runtime import host_description
         lat = latency(tflite_bytes, recipe.features, args.latency_runs,
                       args.latency_pause, args.seed)
-        from common import tflite_file
         labels = (tflite_file.read_metadata(tflite_bytes, tflite_file.LABELS) or "").split()
         cost, memory = stream.listening_cost(
-            tflite_bytes, recipe.features, recorded_settings(tflite_bytes)
+            tflite_bytes, recipe.features, stream.recorded_settings(tflite_bytes)
             or stream.DetectorSettings(), labels or None)
         return ({"inference_ms": lat["1_thread"]["inference"]["mean_ms"],
                  "total_ms": lat["1_thread"]["total"]["mean_ms"], **cost},
@@ -503,7 +490,7 @@ class KeywordSpotting(pipeline.Task):
         settings the model records, or chosen on validation audio."""
         if not self.listening_minutes:
             return {}, {}
-        settings, source = recorded_settings(runner.tflite_bytes), "model metadata"
+        settings, source = stream.recorded_settings(runner.tflite_bytes), "model metadata"
         if settings is None:
             settings = choose_detector(runner.tflite_bytes, data, recipe,
                                        self.listening_minutes)
@@ -560,8 +547,7 @@ class KeywordSpotting(pipeline.Task):
                           for name in negatives.NON_KEYWORDS} for split in ("train", "val")}
         user = data.user_negatives(recipe.features.sample_rate)
         if user:
-            keywords = [i for i, name in enumerate(data.labels) if negatives.is_keyword(name)]
-            examples = int(np.isin(features.train[1], keywords).sum())
+            examples = int(stream.keyword_mask(data.labels)[features.train[1]].sum())
             user = {**user[2], "pieces_used": min(user[2]["pieces"], negatives.user_cap(
                 recipe.negatives, examples))}
         return {"examples": counts, "user_folder": user}

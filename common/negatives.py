@@ -36,6 +36,11 @@ def is_keyword(label):
     return label not in NON_KEYWORDS
 
 
+def listens(labels):
+    """Whether a model with these outputs can say "no keyword" (a listening version)."""
+    return not all(is_keyword(label) for label in labels)
+
+
 @dataclass(frozen=True)
 class Negatives:
     """How many made negatives a listening version trains on, as fractions of the
@@ -56,7 +61,8 @@ class Negatives:
                            tuple(tuple(r) for r in self.stretch_factors))
         unknown = [k for k in self.unknown_kinds if k not in UNKNOWN_KINDS]
         if unknown:
-            raise ValueError(f"unknown_kinds must be a choice of {', '.join(UNKNOWN_KINDS)}, "
+            raise ValueError(f"unknown_kinds must be a choice of "
+                             f"{', '.join(UNKNOWN_KINDS)}, "
                              f"got {unknown}")
         for name in ("silence_fraction", "unknown_fraction"):
             if getattr(self, name) < 0:

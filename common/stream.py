@@ -28,14 +28,14 @@ from common.errors import UserError
 
 HIT_WINDOW_S = 0.75
 DETECTOR_METADATA = "detector"
-HOP_S = 0.1  # the benchmark's hop: the windows it scores are 100 ms apart
+HOP_S = 0.1  # the default and the benchmark's hop: windows 100 ms apart
 RAW_RATE = audio.DATASET_RATE  # standard input: raw 16-bit little-endian mono PCM
 
 
 @dataclass(frozen=True)
 class DetectorSettings:
     """The detector's four settings (seconds, and a probability threshold)."""
-    hop_s: float = 0.1
+    hop_s: float = HOP_S
     average_s: float = 0.5
     threshold: float = 0.9
     suppression_s: float = 1.0
@@ -167,7 +167,8 @@ class Listener:
 
     def _step(self, probs):
         """One hop's decision (``detect``'s, one row at a time)."""
-        self.history = (self.history + [probs])[-self.settings.hops(self.settings.average_s):]
+        span = self.settings.hops(self.settings.average_s)
+        self.history = (self.history + [probs])[-span:]
         k = self.hops_done
         self.hops_done += 1
         total = np.zeros(len(probs), np.float64)
@@ -472,7 +473,7 @@ def listening_report(runner, config, labels, test_split, settings,
                                        "words": len(r.words), "events": len(r.events),
                                        **point[r.name]} for r in recs},
                "det": det_curve(probs, recs, settings, mask),
-               "background_output": not bool(mask.all())}
+               "background_output": negatives.listens(labels)}
     return metrics, details
 
 
@@ -506,7 +507,14 @@ class Spotter:
     @property
     def listens(self):
         """Whether the model has an output for background or unknown speech."""
-        return not all(negatives.is_keyword(label) for label in self.labels)
+        return negatives.listens(self.labels)
+
+
+def recorded_settings(tflite_bytes, path="the model"):
+    """The detector settings a model records (a listening version's), else None."""
+    from common import tflite_file
+    recorded = tflite_file.read_metadata(tflite_bytes, DETECTOR_METADATA)
+    return DetectorSettings.from_text(recorded, path) if recorded else None
 
 
 def read_spotter(path):
@@ -515,12 +523,6 @@ def read_spotter(path):
     metadata. A file this pipeline did not write as a keyword spotter is a UserError."""
     from common import artifacts, tflite_file
     model = artifacts.read_model(path)
-    labels = tflite_file.read_labels(model.tflite_bytes, path)
-    text = tflite_file.read_required(model.tflite_bytes, path, "features")
-    try:
-        features = audio.FeatureConfig(**json.loads(text))
-    except (ValueError, TypeError):
-        raise UserError(f"{path!r} has damaged 'features' metadata; retrain it") from None
-    recorded = tflite_file.read_metadata(model.tflite_bytes, DETECTOR_METADATA)
-    settings = DetectorSettings.from_text(recorded, path) if recorded else None
-    return Spotter(path, model.tflite_bytes, labels, features, settings)
+    tflite = model.tflite_bytes
+    return Spotter(path, tflite, tflite_file.read_labels(tflite, path),
+                   tflite_file.read_features(tflite, path), recorded_settings(tflite, path))

@@ -71,8 +71,9 @@ def plot(results, path):
     for version, result in results.items():
         curve = result["details"]["det"]
         fa = [max(p["fa_per_hour"], 0.5) for p in curve]  # 0 drawn at the axis floor
+        listens = result["details"]["background_output"]
         ax.plot(fa, [p["hit_rate"] for p in curve], marker=".", markersize=3,
-                label=f"{version}{' (background + unknown outputs)' if result['details']['background_output'] else ''}")
+                label=version + (" (background + unknown outputs)" if listens else ""))
         m = result["metrics"]
         ax.scatter([max(m["stream_fa_per_hour"], 0.5)], [m["stream_hit_rate"]], s=40,
                    edgecolor="k", zorder=3)
