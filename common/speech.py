@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common import audio, negatives, noise, progress
+from common import audio, negatives, noise, progress, robustness
 from common.errors import UserError
 
 URL = "http://storage.googleapis.com/download.tensorflow.org/data/mini_speech_commands.zip"
@@ -86,6 +86,65 @@ def compute_features(config, clips, tick=None):
 
 
 @dataclass(frozen=True)
+class Perturbation:
+    """One room/microphone/speaker ingredient of the augmentation: with probability
+    ``probability`` an example gets ``kind`` (a key of ``PERTURBATIONS``) with its
+    parameter drawn uniformly in ``[low, high]`` (its unit is the kind's)."""
+    kind: str
+    probability: float
+    low: float
+    high: float
+
+    def __post_init__(self):
+        if self.kind not in PERTURBATIONS:
+            raise ValueError(f"kind must be one of {', '.join(PERTURBATIONS)}, got "
+                             f"{self.kind!r}")
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"probability must be in [0, 1], got {self.probability}")
+        if self.low > self.high:
+            raise ValueError(f"{self.kind}: low {self.low} > high {self.high}")
+
+
+def _speed(x, rate, rng, factor):
+    # the factor on a 0.05 grid: source rates are multiples of 800 Hz, so the
+    # polyphase filter stays short (about 5 ms a clip; 0.93 alone takes 65 ms)
+    return robustness.speed(x, rate, rng, round(factor * 20) / 20)
+
+
+def _reverb(x, rate, rng, rt60_s):
+    # one source distance: the tail's energy grows with RT60, as in the report
+    # (0 dB direct-to-reverberant at 0.3 s)
+    return robustness.reverb(x, rate, rng, rt60_s, -10.0 * np.log10(rt60_s / 0.3))
+
+
+# kind -> (function(clips [1, samples], rate, rng, value), applied before the noise):
+# the talker and the room shape the word before the background joins it; the
+# microphone (its band, its colouring, its level and clipping) takes both.
+PERTURBATIONS = {
+    "speed": (_speed, True),                      # speaking-rate factor (0.85-1.15)
+    "warp": (lambda x, r, g, v: robustness.warp(x, r, g, v), True),  # mel-axis factor
+    "reverb": (_reverb, True),                    # RT60 in seconds
+    "lowpass": (lambda x, r, g, v: robustness.band(x, r, g, 0.0, v), False),  # cut, Hz
+    "highpass": (lambda x, r, g, v: robustness.band(x, r, g, v, r / 2), False),  # Hz
+    "tilt": (lambda x, r, g, v: robustness.apply_tilt(x, r, [v]), False),  # dB/octave
+    "level": (lambda x, r, g, v: robustness.level(x, r, g, v), False),  # dB, clipped
+}
+
+
+def perturb(clips, perturbations, before_noise, rate, rng):
+    """``clips`` (modified in place) through the ``perturbations`` of one stage
+    (``before_noise`` or after), in order, each drawn per example from ``rng``."""
+    for p in perturbations:
+        function, early = PERTURBATIONS[p.kind]
+        if early != before_noise:
+            continue
+        rows = np.flatnonzero(rng.random(len(clips)) < p.probability)
+        for i, value in zip(rows, rng.uniform(p.low, p.high, len(rows))):
+            clips[i] = function(clips[i:i + 1], rate, rng, float(value))[0]
+    return clips
+
+
+@dataclass(frozen=True)
 class Augmentation:
     """Waveform augmentation of the training set, drawn per example and per copy: a
     time shift, a gain, then (for most examples) additive noise at a random SNR.
@@ -108,9 +167,10 @@ class Augmentation:
     #                                  batch (another index), circularly shifted by a
     #                                  uniform random offset, mixed at an SNR from
     #                                  snr_db_range (coloured noise if that clip is silent)
+    perturbations: tuple = ()        # Perturbation ingredients (talker, room, microphone)
 
     def __post_init__(self):
-        for name in ("gain_range", "snr_db_range", "colours"):
+        for name in ("gain_range", "snr_db_range", "colours", "perturbations"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if len(self.snr_db_range) != 2 or self.snr_db_range[0] > self.snr_db_range[1]:
             raise ValueError(f"snr_db_range must be (low, high) with low <= high, got "
@@ -132,7 +192,7 @@ class Augmentation:
 _MIX_ROWS = 256  # examples mixed at once: bounds the temporaries' memory
 
 
-def augment(clips, aug, rng):
+def augment(clips, aug, rng, rate=audio.DATASET_RATE):
     """One augmented copy of ``clips`` (``[n, samples]``, float32), every random draw
     from ``rng`` (the same seed gives the same copy); ``clips`` is not modified.
 
@@ -143,6 +203,9 @@ def augment(clips, aug, rng):
     noise of a colour drawn from ``aug.colours``. Clipped to [-1, 1]. A silent
     example gets no noise (its SNR is undefined). Noise of one colour is made for
     all its examples at once (``noise.colored_noise`` with ``count``).
+    ``aug.perturbations`` (clips at ``rate`` Hz) join before and after the noise
+    (``perturb``); without them no draw is made for them, so older recipes' copies
+    stay as they were.
     """
     clips = np.asarray(clips, np.float32)
     n, length = clips.shape
@@ -155,6 +218,8 @@ def augment(clips, aug, rng):
         else:
             out[i, :shift] = clips[i, -shift:]
     out *= rng.uniform(*aug.gain_range, (n, 1)).astype(np.float32)
+    if aug.perturbations:
+        perturb(out, aug.perturbations, True, rate, rng)
 
     noisy = rng.random(n) >= aug.clean_fraction
     snrs = rng.uniform(*aug.snr_db_range, n)
@@ -179,6 +244,8 @@ def augment(clips, aug, rng):
             out[chunk] = noise.mix_at_snr(
                 out[chunk], noise.colored_noise(colour, length, rng, count=len(chunk)),
                 snrs[chunk])
+    if aug.perturbations:
+        perturb(out, aug.perturbations, False, rate, rng)
     return np.clip(out, -1.0, 1.0, out=out)
 
 
@@ -266,9 +333,9 @@ def featurize(clips, config, aug, seed, tick=None):
         waves, y = clips.splits[split]
         x = compute_features(config, waves, tick)
         if split == "train" and aug.copies:
-            x = np.concatenate([x] + [compute_features(config, augment(waves, aug, rng),
-                                                       tick)
-                                      for _ in range(aug.copies)])
+            copies = (augment(waves, aug, rng, config.sample_rate)
+                      for _ in range(aug.copies))
+            x = np.concatenate([x] + [compute_features(config, c, tick) for c in copies])
             y = np.tile(y, aug.copies + 1)
         result[split] = (x, y)
     return SpeechData(clips.labels, result["train"], result["val"], result["test"])
@@ -304,7 +371,7 @@ def add_negatives(data, clips, config, aug, negs, seed, user=None):
                                           index[negatives.UNKNOWN])
         if split == "train":
             if aug.copies:
-                neg_waves = augment(neg_waves, aug, rng)
+                neg_waves = augment(neg_waves, aug, rng, config.sample_rate)
             if user is not None:
                 keep = np.sort(rng.permutation(len(user[0]))[
                     :negatives.user_cap(negs, len(y))])

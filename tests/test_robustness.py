@@ -176,3 +176,82 @@ def _walk(value):
     elif isinstance(value, list):
         for v in value:
             yield from _walk(v)
+
+
+# --- the training half: the same perturbations as augmentation ingredients ---------
+
+def plain_augmentation(*perturbations, **fields):
+    """An augmentation with no shift, unit gain and (unless given) no noise, so what
+    the ``perturbations`` do is all that changes a clip."""
+    from common import speech
+    fields = {"copies": 1, "max_shift_s": 0.0, "gain_range": (1.0, 1.0),
+              "clean_fraction": 1.0, **fields}
+    return speech.Augmentation(perturbations=perturbations, **fields)
+
+
+@pytest.mark.parametrize("fields", [dict(kind="loudness", probability=0.5, low=0, high=1),
+                                    dict(kind="level", probability=1.5, low=0, high=1),
+                                    dict(kind="level", probability=0.5, low=2, high=1)])
+def test_perturbation_rejects_an_unknown_kind_probability_or_range(fields):
+    from common import speech
+    with pytest.raises(ValueError):
+        speech.Perturbation(**fields)
+
+
+def test_each_example_gets_a_perturbation_with_its_probability_and_range():
+    from common import speech
+    clips = np.tile(tone(1000), (600, 1))
+    aug = plain_augmentation(speech.Perturbation("level", 0.3, -12.0, -6.0))
+    out = speech.augment(clips, aug, np.random.default_rng(3))
+    change = db(np.array([rms(o) for o in out]) / rms(clips[0]))
+    touched = change < -0.01
+    assert abs(touched.mean() - 0.3) < 0.06
+    assert np.all(np.abs(change[~touched]) < 1e-4)  # the rest as they were
+    assert change[touched].min() > -12.01 and change[touched].max() < -5.99
+    assert change[touched].min() < -11.5 and change[touched].max() > -6.5  # the range
+    assert np.array_equal(out, speech.augment(clips, aug, np.random.default_rng(3)))
+
+
+def test_microphone_perturbations_filter_the_noise_too():
+    """The band, tilt and level are the microphone's: they come after the noise."""
+    from common import speech
+    clips = np.tile(tone(1000), (20, 1))
+    aug = plain_augmentation(speech.Perturbation("lowpass", 1.0, 2000.0, 2000.0),
+                             speech.Perturbation("highpass", 1.0, 300.0, 300.0),
+                             clean_fraction=0.0, speech_fraction=0.0,
+                             colours=("white",), snr_db_range=(0.0, 0.0))
+    out = speech.augment(clips, aug, np.random.default_rng(4))
+    spectrum = np.abs(np.fft.rfft(out.astype(np.float64), axis=1)) ** 2
+    outside = spectrum[:, 2001:].sum(1) + spectrum[:, :300].sum(1)
+    assert np.all(outside < 1e-6 * spectrum.sum(1))  # the white noise is band-limited
+    assert np.all(spectrum[:, 1500] > 0)  # and was added: inside the band, not a tone bin
+
+
+def test_talker_and_room_perturbations_are_the_reports_functions():
+    from common import speech
+    clip = tone(500)[None]
+    speed = speech.augment(clip, plain_augmentation(
+        speech.Perturbation("speed", 1.0, 0.93, 0.93)), np.random.default_rng(0))
+    # the factor on the 0.05 grid (source rates at multiples of 800 Hz)
+    np.testing.assert_allclose(speed, robustness.speed(clip, RATE, None, 0.95), atol=1e-6)
+    warp = speech.augment(clip, plain_augmentation(
+        speech.Perturbation("warp", 1.0, 1.1, 1.1)), np.random.default_rng(0))
+    np.testing.assert_allclose(warp, robustness.warp(clip, RATE, None, 1.1), atol=1e-6)
+    click = np.zeros((1, RATE), np.float32)
+    click[0, 100] = 0.5
+    room = speech.augment(click, plain_augmentation(
+        speech.Perturbation("reverb", 1.0, 0.3, 0.3)), np.random.default_rng(0))[0]
+    assert np.count_nonzero(np.abs(room[100:]) > 1e-4) > 0.2 * RATE  # a 0.3 s tail
+    assert np.abs(room[:100]).max() < 1e-6  # nothing before the click
+
+
+def test_the_recipes_perturbations_reach_the_augmented_copies():
+    from common import speech
+    waves = np.tile(tone(1000, 0.3), (6, 1))
+    clips = speech.Clips(["a"], {"train": (waves, np.zeros(6, np.int64))}, {})
+    config = audio.FeatureConfig()
+    plain = speech.featurize(clips, config, plain_augmentation(), 0)
+    quiet = speech.featurize(clips, config, plain_augmentation(
+        speech.Perturbation("level", 1.0, -30.0, -30.0)), 0)
+    assert np.array_equal(plain.train[0][:6], quiet.train[0][:6])  # the originals
+    assert not np.allclose(plain.train[0][6:], quiet.train[0][6:])  # the copies

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""What each robustness ingredient of the augmentation brings (issue 18): trains a
+version with every ingredient (a wider time shift and the ``speech.Perturbation``
+kinds: speaking rate, vocal tract, room, microphone band, tilt, level), and with all
+but one, and writes each run's figures to docs/kws_robustness_ablation.json.
+
+The choice is made on VALIDATION figures: the clean accuracy, the 10 dB noise
+report and the robustness report's conditions, all on the validation clips (the
+same perturbations as the test report's, from the same seed). The test figures of
+each run are recorded beside them for the README, never for choosing.
+
+Each variant is an ordinary ``kws_train.py`` run with the recipe's ``augmentation``
+replaced, into a scratch folder (nothing in models/ changes). Two processes may run
+at once (``--only``): the JSON is updated under a lock.
+
+Usage: python docs/robustness_ablation.py [--version d] [--seed S] [--only NAME,...]
+"""
+import argparse
+import dataclasses
+import fcntl
+import json
+import os
+import sys
+import tempfile
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import kws_train  # noqa: E402
+from common import artifacts, speech  # noqa: E402
+from common.runtime import Runner  # noqa: E402
+from common.speech import Perturbation  # noqa: E402
+
+WIDE_SHIFT_S = 0.25
+INGREDIENTS = {  # name -> the perturbations it adds (the shift is a field of its own)
+    "speed": (Perturbation("speed", 0.4, 0.85, 1.15),),
+    "warp": (Perturbation("warp", 0.4, 0.9, 1.1),),
+    "reverb": (Perturbation("reverb", 0.4, 0.2, 0.8),),
+    "band": (Perturbation("lowpass", 0.25, 2500.0, 7000.0),
+             Perturbation("highpass", 0.25, 100.0, 400.0)),
+    "tilt": (Perturbation("tilt", 0.4, -6.0, 6.0),),
+    "level": (Perturbation("level", 0.3, -20.0, 20.0),),
+}
+
+
+def variant(base, without=None):
+    """``base`` augmentation with every ingredient except ``without``."""
+    perturbations = tuple(p for name, ps in INGREDIENTS.items() if name != without
+                          for p in ps)
+    shift = base.max_shift_s if without == "shift" else WIDE_SHIFT_S
+    return dataclasses.replace(base, max_shift_s=shift, perturbations=perturbations)
+
+
+def variants(base):
+    return {"all": variant(base),
+            **{f"all but {name}": variant(base, name)
+               for name in ("shift",) + tuple(INGREDIENTS)}}
+
+
+def validation_figures(tflite_bytes, corpus, recipe):
+    """Clean, 10 dB noise and robustness accuracies of the .tflite on validation."""
+    task = kws_train.KeywordSpotting()
+    runner = Runner(tflite_bytes)
+    data = corpus.data(recipe)
+    x, y = data.val
+    figures = {"accuracy": round(float((runner.predict(x).argmax(1) == y).mean()), 4)}
+    noise, _ = task.noise_report(runner, corpus, recipe, "val")
+    robust, _ = task.robustness_report(runner, corpus, recipe, "val")
+    return {**figures, "accuracy_10db": noise["accuracy_10db"], **robust}
+
+
+def record(path, name, entry):
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.load(open(path)) if os.path.exists(path) else {}
+        results[name] = entry
+        artifacts.atomic_write_bytes(path, artifacts.json_bytes(results))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", default="d")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", help="comma-separated variant names")
+    parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
+    parser.add_argument("--epochs", type=int, help="fewer epochs (a smoke run)")
+    parser.add_argument("--out", default=os.path.join(HERE, "kws_robustness_ablation.json"))
+    parser.add_argument("--shipped", action="store_true",
+                        help="also measure the shipped models/kws_<version> on validation")
+    args = parser.parse_args()
+    out = args.out
+    base = kws_train.RECIPES[args.version]
+    table = variants(base.augmentation)
+    names = args.only.split(",") if args.only else list(table)
+    corpus = speech.Corpus(args.data_dir, os.path.join(ROOT, "data"), args.seed,
+                           ("val",), None, (), None)
+    if args.shipped:
+        path = os.path.join(ROOT, "models", f"kws_{args.version}.tflite.zlib")
+        report = json.load(open(path.replace(".tflite.zlib", ".json")))
+        record(out, f"{args.version} shipped", {
+            "version": args.version, "seed": report["seed"],
+            "augmentation": dataclasses.asdict(base.augmentation),
+            "val": validation_figures(zlib.decompress(open(path, "rb").read()), corpus,
+                                      base),
+            "test": report["metrics"]})
+    for name in names:
+        recipe = dataclasses.replace(base, augmentation=table[name])
+        kws_train.RECIPES[args.version] = recipe
+        with tempfile.TemporaryDirectory() as scratch:
+            argv = ["--version", args.version, "--seed", str(args.seed), "--out-dir",
+                    scratch, "--data-dir", args.data_dir, "--quiet", "--latency-runs",
+                    "10", "--latency-pause", "0"]
+            if args.epochs:
+                argv += ["--epochs", str(args.epochs)]
+            kws_train.main(argv)
+            stem = os.path.join(scratch, f"kws_{args.version}")
+            report = json.load(open(stem + ".json"))
+            tflite = zlib.decompress(open(stem + ".tflite.zlib", "rb").read())
+        entry = {"version": args.version, "seed": args.seed,
+                 "augmentation": dataclasses.asdict(recipe.augmentation),
+                 "train_seconds": report["metrics"].get("train_seconds"),
+                 "val": validation_figures(tflite, corpus, recipe),
+                 "test": {k: v for k, v in report["metrics"].items()
+                          if k.startswith(("accuracy", "robust_"))}}
+        record(out, f"{args.version} {name}", entry)
+        print(name, json.dumps(entry["val"]), flush=True)
+    kws_train.RECIPES[args.version] = base
+
+
+if __name__ == "__main__":
+    main()
