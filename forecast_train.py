@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common import artifacts, jena, pipeline
+from common import artifacts, pipeline
+from common.forecast import jena
 from common.budget import Limit, device_limits
 from common.cli import run_main
 
@@ -151,7 +152,7 @@ class Forecast(pipeline.Task):
                 quiet=args.quiet)
         normalizer = None
         if evaluating is not None:  # the model's own statistics, not this CSV's
-            from common import tflite_file
+            from common.tflite import tflite_file
             normalizer = jena.Normalizer(**json.loads(tflite_file.read_required(
                 evaluating.tflite_bytes, evaluating.path, NORMALIZATION)))
         content = jena.read_bytes(args.csv_path)  # once: --csv may be a pipe
@@ -166,7 +167,7 @@ class Forecast(pipeline.Task):
         the statistics it was trained with. Written as the shortest decimals that
         give back the same float32 values (the normalization computes in float32):
         about 100 bytes of the compressed file, most of it the metadata entry."""
-        from common import tflite_file
+        from common.tflite import tflite_file
         shortest = {name: [float(np.format_float_positional(np.float32(v))) for v in values]
                     for name, values in dataclasses.asdict(data.normalizer).items()}
         return tflite_file.with_metadata(tflite_bytes, NORMALIZATION,
@@ -175,11 +176,12 @@ class Forecast(pipeline.Task):
     def train(self, recipe, data, seed, verbose):
         """Train, prune, round and convert (the skip folded into the MLP: two ops
         fewer); the model returned is the trained Keras model before folding."""
-        from common import models, optimize, training
+        from common.forecast import model as forecast_model
+        from common.tflite import optimize, training
         import tf_keras as keras
         training.set_seed(seed)
         model, fit_info = training.fit(
-            models.mlp(recipe.alpha, recipe.hidden_layers, data.normalizer),
+            forecast_model.mlp(recipe.alpha, recipe.hidden_layers, data.normalizer),
             flat(data.train), flat(data.val), epochs=recipe.epochs,
             batch_size=recipe.batch_size,
             lr_schedule=training.step_schedule(recipe.learning_rate, recipe.lr_drop_epochs),
@@ -188,7 +190,8 @@ class Forecast(pipeline.Task):
             sparsity=recipe.sparsity, prune_epochs=recipe.prune_epochs,
             verbose=2 if verbose else 0)
         optimize.round_mantissa(model, recipe.mantissa_bits)
-        tflite_bytes = optimize.convert(models.fold_persistence(model), recipe.quantization,
+        tflite_bytes = optimize.convert(forecast_model.fold_persistence(model),
+                                        recipe.quantization,
                                         calibration_samples(flat(data.train)[0]))
         return model, tflite_bytes, fit_info
 

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common import (artifacts, audio, cli, distill, negatives, pipeline, speech, stream,
-                    tflite_file)
+from common import artifacts, cli, pipeline
+from common.kws import audio, distill, features, negatives, speech, stream
+from common.tflite import tflite_file
 from common.budget import Limit, device_limits
-from common.distill import Distillation
+from common.kws.distill import Distillation
 from common.errors import UserError
-from common.negatives import Negatives
-from common.specaugment import SpecAugment
+from common.kws.negatives import Negatives
+from common.kws.specaugment import SpecAugment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MFCC = audio.FeatureConfig()
@@ -131,7 +132,7 @@ EXAMPLES = """\
 
 def latency(tflite_bytes, config, runs, pause, seed):
     """Latency with 1 thread (the budget's) and with the interpreter's default."""
-    from common.runtime import measure_latency
+    from common.tflite.runtime import measure_latency
     rng = np.random.default_rng(seed)
 
     def microphone():
@@ -189,30 +190,6 @@ SEARCH_SPACE = pipeline.SearchSpace(
                "c": (26400, {"accuracy": 0.91})})
 
 
-FEATURES_METADATA = tflite_file.FEATURES
-
-
-def features_text(config):
-    """The feature configuration as compact JSON (the model's ``features`` metadata)."""
-    return json.dumps(dataclasses.asdict(config), separators=(",", ":"))
-
-
-def check_features(model_file, config, version):
-    """A model is only right on the features it was trained on: two configurations
-    can give the same input shape (a 40x40 log-STFT with and without a frequency
-    cut), so --evaluate compares the recorded configuration, not only the shape. A
-    field the record lacks (added to FeatureConfig since) takes its default."""
-    recorded = tflite_file.read_features(model_file.tflite_bytes, model_file.path)
-    differ = [f.name for f in dataclasses.fields(config)
-              if getattr(recorded, f.name) != getattr(config, f.name)]
-    if differ:
-        shown = ", ".join(f"{name} {getattr(recorded, name)} (version {version}: "
-                          f"{getattr(config, name)})" for name in differ)
-        raise UserError(f"{model_file.path!r} was trained on other features than "
-                        f"version {version} computes: {shown}; evaluate it with the "
-                        "version that made it")
-
-
 TEACHER_CACHE_VERSION = 1  # bump when the teacher's training changes in code
 
 
@@ -245,7 +222,9 @@ def fit_ds_cnn(recipe, features, targets, seed, verbose):
     training features with ``targets`` (integer labels, or distributions when
     distilling), the best validation epoch kept."""
     import tf_keras as keras
-    from common import models, specaugment, training
+    from common.kws import model as kws_model
+    from common.kws import specaugment
+    from common.tflite import training
     training.set_seed(seed)
     soft = targets.ndim == 2
     val = features.val
@@ -254,7 +233,7 @@ def fit_ds_cnn(recipe, features, targets, seed, verbose):
     loss = (keras.losses.CategoricalCrossentropy if soft
             else keras.losses.SparseCategoricalCrossentropy)(from_logits=True)
     return training.fit(
-        models.ds_cnn(recipe.alpha, recipe.features.shape, recipe.first_strides(),
+        kws_model.ds_cnn(recipe.alpha, recipe.features.shape, recipe.first_strides(),
                       n_classes=len(features.labels)),
         (features.train[0], targets), val, epochs=recipe.epochs,
         batch_size=recipe.batch_size,
@@ -270,7 +249,7 @@ def choose_detector(tflite_bytes, data, recipe, minutes):
     """The detector's settings for a model, chosen on validation audio made from
     the validation split (``stream.validation_settings``); says so in one line when
     no setting kept that audio within the false-alarm cap."""
-    from common.runtime import Runner
+    from common.tflite.runtime import Runner
     clips = data.load(recipe.features.sample_rate)
     settings, _, held = stream.validation_settings(
         Runner(tflite_bytes), recipe.features, data.labels, clips.splits["val"], minutes)
@@ -339,9 +318,9 @@ class KeywordSpotting(pipeline.Task):
         labels, splits = None, speech.SPLITS
         self.listening_minutes = listening_minutes(args, recipe)
         if evaluating is not None:
-            from common import tflite_file
+            from common.tflite import tflite_file
             labels = tflite_file.read_labels(evaluating.tflite_bytes, evaluating.path)
-            check_features(evaluating, recipe.features, args.version)
+            features.check_features(evaluating, recipe.features, args.version)
             listens = negatives.listens(labels)
             if listens != (recipe.negatives is not None):
                 raise UserError(f"{evaluating.path!r} {'has' if listens else 'lacks'} "
@@ -371,7 +350,7 @@ class KeywordSpotting(pipeline.Task):
     def train(self, recipe, data, seed, verbose):
         """Train (and prune) the DS-CNN, keep the best validation epoch, convert to
         int8 calibrated on training clips only."""
-        from common import optimize
+        from common.tflite import optimize
         features = data.data(recipe)  # augmented once per run: the seeds share it
         targets, teacher = features.train[1], None
         if recipe.distillation is not None:
@@ -419,10 +398,10 @@ class KeywordSpotting(pipeline.Task):
     def finish_model(self, tflite_bytes, data, recipe):
         """Record the label order and the feature configuration in the file itself
         (``tflite_file``): --evaluate reads both."""
-        from common import tflite_file
+        from common.tflite import tflite_file
         tflite_bytes = tflite_file.with_metadata(
-            tflite_file.with_labels(tflite_bytes, data.labels), FEATURES_METADATA,
-            features_text(recipe.features))
+            tflite_file.with_labels(tflite_bytes, data.labels), features.METADATA,
+            features.features_text(recipe.features))
         if recipe.negatives is None:
             return tflite_bytes
         settings = stream.DetectorSettings()
@@ -451,7 +430,7 @@ class KeywordSpotting(pipeline.Task):
 
     def measure_speed(self, tflite_bytes, recipe, args):
         """Latency of the deployed path, 1 thread (the budget's) and the default."""
-        from common.runtime import host_description
+        from common.tflite.runtime import host_description
         lat = latency(tflite_bytes, recipe.features, args.latency_runs,
                       args.latency_pause, args.seed)
         labels = (tflite_file.read_metadata(tflite_bytes, tflite_file.LABELS) or "").split()
@@ -475,7 +454,7 @@ class KeywordSpotting(pipeline.Task):
         """Accuracy under each of ``robustness.CONDITIONS`` (level, word position,
         room, microphone, speaking rate, vocal tract; fixed seed, the same clips for
         every model): ``robust_<condition>``, and ``robust_worst`` the lowest."""
-        from common import robustness
+        from common.kws import robustness
         y = data.load(recipe.features.sample_rate).splits[split][1]
         accuracy = {name: round(float((runner.predict(x).argmax(axis=1) == y).mean()), 4)
                     for name, x in data.perturbed_features(recipe.features, split).items()}
@@ -506,7 +485,7 @@ class KeywordSpotting(pipeline.Task):
         """The noise report: accuracy with white and pink noise added to every clip at
         20, 10, 5 and 0 dB SNR, drawn from a fixed seed (the same noise for every
         model); ``accuracy_<snr>db`` is the mean of the two colours."""
-        from common import noise
+        from common.kws import noise
         y = data.load(recipe.features.sample_rate).splits[split][1]
         conditions = {}
         for (colour, snr), x in data.noisy_features(recipe.features, split).items():

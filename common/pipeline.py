@@ -144,7 +144,7 @@ def resolve_recipe(recipes, args):
 def resolve_micro(args, recipe):
     """Whether to run the TFLM checks: as asked, else when tflite-micro is installed.
     They are needed for an arena budget and for --export-c (the arena size)."""
-    from common import micro
+    from common.tflite import micro
     needed = [why for why, yes in (("the arena budget", recipe.max_arena_bytes),
                                    ("--export-c", args.export_c)) if yes]
     if args.micro is None:
@@ -182,7 +182,7 @@ def measure(task, tflite_bytes, data, recipe, split, args):
     desktop interpreter (these judge the budget), its timing, and with ``args.micro``
     the same figures under TensorFlow Lite Micro with the arena it used, the op list
     and how often its outputs agree with the desktop interpreter's."""
-    from common.runtime import Runner
+    from common.tflite.runtime import Runner
     x, y = task.inputs(data, recipe, split)
     runner = Runner(tflite_bytes)
     if tuple(runner.input_shape[1:]) != tuple(x.shape[1:]):
@@ -200,7 +200,7 @@ def measure(task, tflite_bytes, data, recipe, split, args):
         metrics.update(extra)
         details.update(extra_details)
     if getattr(args, "micro", False):
-        from common import micro
+        from common.tflite import micro
         device = micro.MicroRunner(tflite_bytes)
         micro_outputs = device.predict(x)
         micro_metrics, _ = task.score(micro_outputs, y, data)
@@ -233,7 +233,7 @@ def train_seed(task, args, recipe, data, seed):
     tflite_bytes = task.finish_model(tflite_bytes, data, recipe)
     train_seconds = round(time.time() - start, 1)
     x, y = task.inputs(data, recipe, "val")
-    from common.runtime import Runner
+    from common.tflite.runtime import Runner
     val_metrics, _ = task.score(Runner(tflite_bytes).predict(x), y, data)
     metrics, details = measure(task, tflite_bytes, data, recipe, "test", args)
     compressed = artifacts.compress(tflite_bytes)
@@ -267,7 +267,7 @@ def train_and_ship(task, args, recipe, data, search_info=None):
     best = min(runs, key=lambda run: run.validation_error)
     metrics, details = best.metrics, best.details
     tflite_bytes, compressed = best.tflite_bytes, best.compressed
-    from common import optimize
+    from common.tflite import optimize
     verdicts = check_budget(recipe.limits(), metrics)
     results = {
         "task": task.name, "version": args.version, "seed": best.seed,
@@ -383,7 +383,7 @@ def c_files(task, args, stem, tflite_bytes, metrics, details, data):
     """The model as C source for a TFLM firmware when --export-c asks, else nothing."""
     if not args.export_c:
         return {}
-    from common import c_export
+    from common.tflite import c_export
     io = details["io"]
     return c_export.c_source(stem, tflite_bytes, metrics["arena_bytes"], io["input_shape"],
                              io["input_quantization"], io["output_quantization"],

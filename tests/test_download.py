@@ -15,7 +15,9 @@ import zipfile
 
 import pytest
 
-from common import download, jena, speech
+from common import download
+from common.forecast import jena
+from common.kws import speech
 from common.errors import UserError
 from conftest import LABELS, ROOT, tone, write_jena_csv, write_wav
 

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from common import jena
+from common.forecast import jena
 from common.errors import UserError
 from conftest import START, write_jena_csv
 

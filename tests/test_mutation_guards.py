@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 
 import kws_train
-from common import (artifacts, audio, c_export, pipeline, specaugment, speech,
-                    tflite_file, training)
-from common.distill import Distillation
-from common.runtime import Runner
-from common.specaugment import SpecAugment
+from common import artifacts, pipeline
+from common.kws import audio, specaugment, speech
+from common.kws.features import METADATA as FEATURES_METADATA, features_text
+from common.tflite import c_export, tflite_file, training
+from common.kws.distill import Distillation
+from common.tflite.runtime import Runner
+from common.kws.specaugment import SpecAugment
 from conftest import LABELS
 from test_cli import run_in_process
 from test_regularizers import FakeCorpus, masked_bands, runs
@@ -331,7 +333,7 @@ def test_a_model_with_unsorted_labels_is_read_in_its_own_order(tmp_path, speech_
     import tf_keras as keras
     monkeypatch.setattr(kws_train.KeywordSpotting, "measure_robustness",
                         lambda *args: ({}, {}))
-    from common import optimize
+    from common.tflite import optimize
     config = kws_train.RECIPES["b"].features
     inputs = keras.Input(config.shape)
     model = keras.Model(inputs, keras.layers.Dense(8, kernel_initializer=keras.initializers
@@ -348,7 +350,7 @@ def test_a_model_with_unsorted_labels_is_read_in_its_own_order(tmp_path, speech_
                               ("reversed", reversed_model, LABELS[::-1])):
         tflite = tflite_file.with_metadata(
             tflite_file.with_labels(optimize.convert(net, "float"), labels),
-            kws_train.FEATURES_METADATA, kws_train.features_text(config))
+            FEATURES_METADATA, features_text(config))
         path = tmp_path / f"{name}.tflite"
         path.write_bytes(tflite)
         code, out, err = run_in_process(kws_train.main, argv + ["--evaluate", str(path)],
@@ -363,7 +365,7 @@ def test_a_model_with_unsorted_labels_is_read_in_its_own_order(tmp_path, speech_
 def test_int8_conversion_prints_no_stray_native_line_unless_verbose(capfd, monkeypatch):
     import common
     import tf_keras as keras
-    from common import optimize
+    from common.tflite import optimize
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
     samples = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
@@ -413,7 +415,7 @@ def test_the_summary_says_where_the_time_went(tmp_path, capsys):
 
 def test_latency_records_the_host_load_and_warns_once_when_busy(monkeypatch, capsys):
     import tf_keras as keras
-    from common import optimize, runtime
+    from common.tflite import optimize, runtime
     inputs = keras.Input((4,))
     tflite = optimize.convert(keras.Model(inputs, keras.layers.Dense(2)(inputs)), "float")
     cores = os.cpu_count()

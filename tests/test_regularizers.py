@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import kws_train
-from common import distill, specaugment, training
-from common.distill import Distillation
-from common.specaugment import SpecAugment
+from common.kws import distill, specaugment
+from common.tflite import training
+from common.kws.distill import Distillation
+from common.kws.specaugment import SpecAugment
 from conftest import LABELS
 from test_model_guards import fit_ds_cnn, kws_argv, run_cli, textures, tone_dataset
 

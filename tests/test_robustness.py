@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import kws_train
-from common import audio, robustness
+from common.kws import audio, robustness
 from conftest import LABELS
 from test_model_guards import kws_argv, run_cli, tone_dataset
 

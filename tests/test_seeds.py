@@ -40,7 +40,7 @@ class ConstantTask(pipeline.Task):
 
     def train(self, recipe, data, seed, verbose):
         import tf_keras as keras
-        from common import optimize
+        from common.tflite import optimize
         inputs = keras.Input((2,))
         outputs = keras.layers.Dense(1, kernel_initializer="zeros",
                                      bias_initializer=keras.initializers.Constant(seed))(inputs)

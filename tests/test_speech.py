@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from common import audio, speech
+from common.kws import audio, speech
 from common.errors import UserError
 from conftest import LABELS
 

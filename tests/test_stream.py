@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import LABELS, ROOT, write_wav
-from common import audio, negatives, speech, stream
+from common.kws import audio, negatives, speech, stream
 from common.errors import UserError
 
 

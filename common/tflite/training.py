@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-from common import optimize
+from common.tflite import optimize
 
 
 def set_seed(seed):

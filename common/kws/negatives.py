@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common import audio, noise
+from common.kws import audio, noise
 from common.errors import UserError
 
 BACKGROUND, UNKNOWN = "_silence_", "_unknown_"
