@@ -38,6 +38,17 @@ class Task:
     header = []
     search_space = None
 
+    def __init__(self, recipes=None, description=None, examples=None):
+        """``recipes`` (the script's version table), ``description`` (the script's
+        docstring: its first paragraph tops --help) and ``examples``; a task may give
+        them as class attributes instead."""
+        if recipes is not None:
+            self.recipes = recipes
+        if description is not None:
+            self.description = description.split("\n\n")[0]
+        if examples is not None:
+            self.examples = examples
+
     def add_arguments(self, parser):
         """The script's own flags (declare their checks as argparse types)."""
 

@@ -220,7 +220,7 @@ def test_a_piped_csv_is_read_once_and_its_checksum_is_of_what_was_read(tmp_path)
     writer = threading.Thread(target=feed, daemon=True)
     writer.start()
     try:
-        task = forecast_train.Forecast()
+        task = forecast_train.Forecast(forecast_train.RECIPES)
         args = pipeline.parse_args(task, ["--version", "b", "--csv", f"/dev/fd/{read_end}"])
         recipe = pipeline.resolve_recipe(task.recipes, args)
         data = task.load(args, recipe)

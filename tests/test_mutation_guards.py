@@ -17,6 +17,8 @@ import kws_train
 from common import artifacts, pipeline
 from common.kws import audio, specaugment, speech
 from common.kws.features import METADATA as FEATURES_METADATA, features_text
+from common.kws import train as kws_train_module
+from common.kws.task import KeywordSpotting
 from common.tflite import c_export, tflite_file, training
 from common.kws.distill import Distillation
 from common.tflite.runtime import Runner
@@ -197,7 +199,7 @@ def test_kws_passes_the_recipes_masker_to_training_and_never_masks_validation(
     for recipe in (kws_train.RECIPES["b"],
                    dataclasses.replace(kws_train.RECIPES["b"], spec_augment=None)):
         with pytest.raises(Stop):
-            kws_train.fit_ds_cnn(recipe, features, features.train[1], 0, False)
+            kws_train_module.fit_ds_cnn(recipe, features, features.train[1], 0, False)
     for val, _ in seen:  # validation as it is, unmasked
         assert val[0] is features.val[0] and val[1] is features.val[1]
     assert [spec for spec, _ in made] == [kws_train.RECIPES["b"].spec_augment]
@@ -261,7 +263,7 @@ def test_every_teacher_recipe_field_changes_the_teacher_cache_key():
     features = SimpleNamespace(train=(None, y), val=(None, y[:8]))
 
     def key(teacher):
-        return kws_train.teacher_cache_key(teacher, FakeCorpus(), features)
+        return kws_train_module.teacher_cache_key(teacher, FakeCorpus(), features)
 
     base, keys, ignored = key(teacher), {}, []
     for path, twin in variants(teacher):
@@ -331,7 +333,7 @@ def test_a_model_with_unsorted_labels_is_read_in_its_own_order(tmp_path, speech_
     predictions, clip by clip. (The noise and listening reports are left out: they
     read the same labels, and take minutes.)"""
     import tf_keras as keras
-    monkeypatch.setattr(kws_train.KeywordSpotting, "measure_robustness",
+    monkeypatch.setattr(KeywordSpotting, "measure_robustness",
                         lambda *args: ({}, {}))
     from common.tflite import optimize
     config = kws_train.RECIPES["b"].features
@@ -385,14 +387,14 @@ def test_an_unwritable_teacher_cache_is_a_stderr_warning_and_not_called_cached(
         return SimpleNamespace(predict=lambda x, **kw: np.zeros((len(x), 8))), {
             "best_val_loss": 1.0}
 
-    monkeypatch.setattr(kws_train, "fit_ds_cnn", fit)
+    monkeypatch.setattr(kws_train_module, "fit_ds_cnn", fit)
     recipe = dataclasses.replace(kws_train.RECIPES["b"], distillation=Distillation())
     (tmp_path / "blocked").mkdir()
     (tmp_path / "blocked" / "cache").write_text("")  # the cache folder cannot be made
     for data_dir, cached in ((tmp_path / "blocked", False), (tmp_path / "ok", True)):
         corpus = FakeCorpus()
         corpus.data_dir = str(data_dir)
-        _, info = kws_train.KeywordSpotting().teacher_logits(recipe, corpus, features, False)
+        _, info = kws_train_module.Teachers().get(recipe, corpus, features, False)
         captured = capsys.readouterr()
         assert ("logits cached in" in captured.out) == cached
         assert ("warning: teacher cache not written" in captured.err) == (not cached)
