@@ -17,7 +17,7 @@ import sys
 import time
 
 import common
-from common import artifacts, cli, search
+from common import artifacts, cli, results, search
 from common.budget import budget_holds, check_budget
 from common.errors import EXIT_BUDGET_MISSED, EXIT_OK, UserError
 
@@ -268,41 +268,21 @@ def train_and_ship(task, args, recipe, data, search_info=None):
     split never picks), report each seed and the mean and spread."""
     common.import_tensorflow()
     loaded = time.time()
-    rows, results = [], {}
+    rows, baselines = [], {}
     for key, name, metrics in task.baselines(recipe, data, args):
         rows.append(task.row(name, metrics))
-        results[key] = metrics
+        baselines[key] = metrics
     baselines_done = time.time()
     runs = [train_seed(task, args, recipe, data, seed) for seed in args.seeds]
     seeds_done = time.time()
     best = min(runs, key=lambda run: run.validation_error)
     metrics, details = best.metrics, best.details
     tflite_bytes, compressed = best.tflite_bytes, best.compressed
-    from common.tflite import optimize
     verdicts = check_budget(recipe.limits(), metrics)
-    results = {
-        "task": task.name, "version": args.version, "seed": best.seed,
-        "recipe": dataclasses.asdict(recipe), **task.describe(args, data, recipe),
-        "sparsity": optimize.weight_sparsity(best.model),
-        "tflite_sparsity": optimize.tflite_weight_sparsity(tflite_bytes),
-        "weight_types": optimize.weight_types(tflite_bytes),
-        "fit": best.fit_info, **results, "search": search_info, **details,
-        "metrics": metrics, "budget": verdicts, "budget_holds": budget_holds(verdicts),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"),
-        "libraries": artifacts.library_versions(),
-    }
-    if len(runs) > 1:
-        results["seeds"] = [
-            {"seed": run.seed, "validation_error": run.validation_error,
-             "metrics": run.metrics,
-             "budget_holds": budget_holds(check_budget(recipe.limits(), run.metrics)),
-             **({"noise": run.details["noise"]} if "noise" in run.details else {})}
-            for run in runs]
-        results["seed_summary"] = seed_summary(runs)
-    results["model_sha256"] = artifacts.sha256_bytes(compressed)  # the pair's bond
+    record = results_record(task, args, recipe, data, runs, best, baselines, search_info,
+                            verdicts)
     stem = f"{task.name}_{args.version}"
-    files = {f"{stem}.tflite.zlib": compressed, f"{stem}.json": artifacts.json_bytes(results),
+    files = {f"{stem}.tflite.zlib": compressed, f"{stem}.json": artifacts.json_bytes(record),
              **c_files(task, args, stem, tflite_bytes, metrics, details, data)}
     written, ship_lines = ship(args, recipe, stem, files, metrics, verdicts)
     label = f"{recipe.quantization}{', pruned' if recipe.sparsity else ''}"
@@ -310,21 +290,59 @@ def train_and_ship(task, args, recipe, data, search_info=None):
         name = (f"seed {run.seed}{', shipped' if run is best else ''} ({label})"
                 if len(runs) > 1 else f"shipped ({label})")
         rows.append(task.row(name, run.metrics))
-    extra = []
-    if len(runs) > 1:
-        summary = results["seed_summary"]
-        extra = ["", f"over {len(runs)} seeds (mean ± std): " + ", ".join(
-            f"{k} {v['mean']:g} ± {v['std']:g}" for k, v in summary.items()),
-            f"shipped: seed {best.seed}, the lowest validation error "
-            f"({best.validation_error:.4f}); the budget holds for "
-            f"{sum(s['budget_holds'] for s in results['seeds'])} of {len(runs)} seeds"]
     return report(f"{task.name} {args.version}: test split, measured on the .tflite",
                   task.header, rows, verdicts,
-                  task.summary_lines(details, data) + micro_lines(metrics, details) + extra
-                  + ship_lines
+                  task.summary_lines(details, data) + micro_lines(metrics, details)
+                  + seed_lines(runs, best, record) + ship_lines
                   + [f"{'wrote ' + ', '.join(written) if written else 'wrote nothing'}; "
                      + time_line(getattr(args, "started", None), loaded, baselines_done,
                                  seeds_done, runs)])
+
+
+def seed_lines(runs, best, record):
+    """With --seeds, the mean and spread over the seeds and which one shipped."""
+    if len(runs) == 1:
+        return []
+    return ["", f"over {len(runs)} seeds (mean ± std): " + ", ".join(
+        f"{k} {v['mean']:g} ± {v['std']:g}" for k, v in record["seed_summary"].items()),
+        f"shipped: seed {best.seed}, the lowest validation error "
+        f"({best.validation_error:.4f}); the budget holds for "
+        f"{sum(s['budget_holds'] for s in record['seeds'])} of {len(runs)} seeds"]
+
+
+def results_record(task, args, recipe, data, runs, best, baselines, search_info,
+                   verdicts):
+    """The results JSON of a training run, from its parts in one place
+    (``results.record``: a key two parts write is an error, not an overwrite)."""
+    from common.tflite import optimize
+    seeds = {}
+    if len(runs) > 1:
+        seeds = {"seeds": [
+            {"seed": run.seed, "validation_error": run.validation_error,
+             "metrics": run.metrics,
+             "budget_holds": budget_holds(check_budget(recipe.limits(), run.metrics)),
+             **({"noise": run.details["noise"]} if "noise" in run.details else {})}
+            for run in runs], "seed_summary": seed_summary(runs)}
+    return results.record(
+        ("the run", {"task": task.name, "version": args.version, "seed": best.seed,
+                     "recipe": dataclasses.asdict(recipe)}),
+        ("the task's describe", task.describe(args, data, recipe)),
+        ("the model", {"sparsity": optimize.weight_sparsity(best.model),
+                       "tflite_sparsity": optimize.tflite_weight_sparsity(
+                           best.tflite_bytes),
+                       "weight_types": optimize.weight_types(best.tflite_bytes),
+                       "fit": best.fit_info}),
+        ("the baselines", baselines),
+        ("the search", {"search": search_info}),
+        ("the measured details", best.details),
+        ("the verdicts", {"metrics": best.metrics, "budget": verdicts,
+                          "budget_holds": budget_holds(verdicts),
+                          "created": datetime.datetime.now(datetime.timezone.utc)
+                          .isoformat(timespec="seconds"),
+                          "libraries": artifacts.library_versions()}),
+        ("the seeds", seeds),
+        # the pair's bond: the JSON names the .tflite.zlib it belongs to
+        ("the file", {"model_sha256": artifacts.sha256_bytes(best.compressed)}))
 
 
 def time_line(started, loaded, baselines_done, seeds_done, runs):
