@@ -20,6 +20,7 @@ import common
 from common import artifacts, cli, results, search
 from common.budget import budget_holds, check_budget
 from common.errors import EXIT_BUDGET_MISSED, EXIT_OK, UserError
+from common.measuring import MeasureSettings, measure
 
 
 class Task:
@@ -74,8 +75,9 @@ class Task:
         """What each output value means (for the C export)."""
         raise NotImplementedError
 
-    def measure_speed(self, tflite_bytes, recipe, args):
-        """``(metrics, details)`` of timing the .tflite (default: not timed)."""
+    def measure_speed(self, tflite_bytes, recipe, settings):
+        """``(metrics, details)`` of timing the .tflite with ``settings`` (a
+        ``MeasureSettings``; default: not timed)."""
         return {}, {}
 
     def measure_robustness(self, runner, data, recipe, split):
@@ -87,12 +89,12 @@ class Task:
         """The bytes to ship (e.g. with metadata added): inference unchanged."""
         return tflite_bytes
 
-    def baselines(self, recipe, data, args):
+    def baselines(self, recipe, data, settings, verbose):
         """``[(json_key, table_name, metrics)]`` of reference models trained for
-        comparison in a training run (default: none)."""
+        comparison in a training run, measured with ``settings`` (default: none)."""
         return []
 
-    def describe(self, args, data, recipe):
+    def describe(self, data, recipe):
         """Task-specific fields of the results JSON (data checksums, model I/O, ...)."""
         return {}
 
@@ -103,10 +105,6 @@ class Task:
     def summary_lines(self, details, data):
         """Lines printed after the budget table (confusion matrix, latency, ...)."""
         return []
-
-    def search_args(self, args):
-        """The arguments ``measure`` gets inside the search (e.g. fewer latency runs)."""
-        return args
 
 
 def parse_args(task, argv):
@@ -188,41 +186,6 @@ def main(task, argv=None):
     return train_and_ship(task, args, recipe, data, search_info)
 
 
-def measure(task, tflite_bytes, data, recipe, split, args):
-    """``(metrics, details)`` of the .tflite on ``split``: the task's figures from the
-    desktop interpreter (these judge the budget), its timing, and with ``args.micro``
-    the same figures under TensorFlow Lite Micro with the arena it used, the op list
-    and how often its outputs agree with the desktop interpreter's."""
-    from common.tflite.runtime import Runner
-    x, y = task.inputs(data, recipe, split)
-    runner = Runner(tflite_bytes)
-    if tuple(runner.input_shape[1:]) != tuple(x.shape[1:]):
-        raise UserError(f"the model takes input {list(runner.input_shape)}, but the "
-                        f"version's {split} inputs are {list(x.shape[1:])}")
-    outputs = runner.predict(x)
-    metrics, details = task.score(outputs, y, data)
-    details["io"] = {"input_shape": list(runner.input_shape),
-                     "input_quantization": [float(v) for v in runner.input["quantization"]],
-                     "output_quantization": [float(v) for v in
-                                             runner.output["quantization"]]}
-    for extra, extra_details in (task.measure_speed(tflite_bytes, recipe, args),
-                                 task.measure_robustness(runner, data, recipe, split)
-                                 if split == "test" else ({}, {})):
-        metrics.update(extra)
-        details.update(extra_details)
-    if getattr(args, "micro", False):
-        from common.tflite import micro
-        device = micro.MicroRunner(tflite_bytes)
-        micro_outputs = device.predict(x)
-        micro_metrics, _ = task.score(micro_outputs, y, data)
-        metrics.update({f"micro_{k}": v for k, v in micro_metrics.items()},
-                       arena_bytes=device.arena_bytes())
-        details["micro"] = {"ops": micro.op_names(tflite_bytes),
-                            "agreement": micro.agreement(outputs, micro_outputs,
-                                                         task.classifier)}
-    return metrics, details
-
-
 @dataclasses.dataclass
 class SeedRun:
     """One seed's trained model and its figures."""
@@ -243,12 +206,13 @@ def train_seed(task, args, recipe, data, seed):
     model, tflite_bytes, fit_info = task.train(recipe, data, seed, not args.quiet)
     tflite_bytes = task.finish_model(tflite_bytes, data, recipe)
     train_seconds = round(time.time() - start, 1)
-    x, y = task.inputs(data, recipe, "val")
-    from common.tflite.runtime import Runner
-    val_metrics, _ = task.score(Runner(tflite_bytes).predict(x), y, data)
-    metrics, details = measure(task, tflite_bytes, data, recipe, "test", args)
     compressed = artifacts.compress(tflite_bytes)
-    metrics.update(artifacts.sizes(tflite_bytes, compressed), train_seconds=train_seconds)
+    sizes = artifacts.sizes(tflite_bytes, compressed)
+    settings = MeasureSettings.from_args(args)
+    val_metrics, _ = measure(task, tflite_bytes, data, recipe, "val",
+                             settings.score_only(), sizes)
+    metrics, details = measure(task, tflite_bytes, data, recipe, "test", settings, sizes)
+    metrics.update(train_seconds=train_seconds)
     return SeedRun(seed, model, tflite_bytes, compressed, fit_info,
                    task.search_space.error(val_metrics, recipe), metrics, details)
 
@@ -269,7 +233,8 @@ def train_and_ship(task, args, recipe, data, search_info=None):
     common.import_tensorflow()
     loaded = time.time()
     rows, baselines = [], {}
-    for key, name, metrics in task.baselines(recipe, data, args):
+    for key, name, metrics in task.baselines(recipe, data, MeasureSettings.from_args(args),
+                                             not args.quiet):
         rows.append(task.row(name, metrics))
         baselines[key] = metrics
     baselines_done = time.time()
@@ -326,7 +291,7 @@ def results_record(task, args, recipe, data, runs, best, baselines, search_info,
     return results.record(
         ("the run", {"task": task.name, "version": args.version, "seed": best.seed,
                      "recipe": dataclasses.asdict(recipe)}),
-        ("the task's describe", task.describe(args, data, recipe)),
+        ("the task's describe", task.describe(data, recipe)),
         ("the model", {"sparsity": optimize.weight_sparsity(best.model),
                        "tflite_sparsity": optimize.tflite_weight_sparsity(
                            best.tflite_bytes),
@@ -448,8 +413,8 @@ def evaluate(task, args, recipe):
     if warning:
         print(warning, file=sys.stderr, flush=True)
     data = task.load(args, recipe, evaluating=model)
-    metrics, details = measure(task, model.tflite_bytes, data, recipe, "test", args)
-    metrics.update(model.sizes())
+    metrics, details = measure(task, model.tflite_bytes, data, recipe, "test",
+                               MeasureSettings.from_args(args), model.sizes())
     size_note = ("size verdict on the file's own bytes" if model.compressed else
                  f"raw .tflite ({metrics['tflite_bytes']} B): the size verdict is on "
                  f"its zlib size ({metrics['zlib_bytes']} B), the .tflite.zlib the "
@@ -509,13 +474,11 @@ def search_task(task, args, recipe, data):
     and are measured on the validation split only."""
     space = task.search_space
     fixed = search.fixed_knobs(args)
-    measure_args = task.search_args(args)
+    settings = MeasureSettings.from_args(args).for_search()
 
     def evaluate(trial_recipe, seed):
         _, tflite_bytes, _ = task.train(trial_recipe, data, seed, verbose=False)
-        metrics, _ = measure(task, tflite_bytes, data, trial_recipe, "val", measure_args)
-        metrics.update(artifacts.sizes(tflite_bytes, artifacts.compress(tflite_bytes)))
-        return metrics
+        return measure(task, tflite_bytes, data, trial_recipe, "val", settings)[0]
 
     name = f"{task.name}_{args.version}"
     shipped = os.path.join(args.out_dir, f"{name}.json")

@@ -224,7 +224,7 @@ def test_a_piped_csv_is_read_once_and_its_checksum_is_of_what_was_read(tmp_path)
         args = pipeline.parse_args(task, ["--version", "b", "--csv", f"/dev/fd/{read_end}"])
         recipe = pipeline.resolve_recipe(task.recipes, args)
         data = task.load(args, recipe)
-        described = task.describe(args, data, recipe)["data"]
+        described = task.describe(data, recipe)["data"]
     finally:
         writer.join(10)
         os.close(read_end)

@@ -36,14 +36,15 @@ def textures(n, seed, shape=(16, 8, 1)):
 
 
 def fit_ds_cnn(train, val, epochs, batch_size, sparsity=0.0, prune_epochs=(0, 1),
-               **kwargs):
+               prune_depthwise=True, **kwargs):
     training.set_seed(0)
     return training.fit(
         kws_model.ds_cnn(0.05, train[0].shape[1:], (2, 1), n_classes=4), train, val,
-        epochs=epochs, batch_size=batch_size, lr_schedule=training.step_schedule(0.01, ()),
+        training.TrainingSettings(epochs=epochs, batch_size=batch_size, learning_rate=0.01,
+                                  sparsity=sparsity, prune_epochs=prune_epochs,
+                                  prune_depthwise=prune_depthwise),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"], sparsity=sparsity,
-        prune_epochs=prune_epochs, verbose=0, **kwargs)
+        metrics=["accuracy"], verbose=0, **kwargs)
 
 
 def tflite_ops(tflite_bytes):
@@ -110,9 +111,9 @@ class Spies:
         self.fits, self.converts = [], []
         real_fit, real_convert = training.fit, optimize.convert
 
-        def fit(model, train, val, **kwargs):
+        def fit(model, train, val, settings, **kwargs):
             self.fits.append({"train": train, "val": val})
-            return real_fit(model, train, val, **kwargs)
+            return real_fit(model, train, val, settings, **kwargs)
 
         def convert(*args, **kwargs):
             bound = inspect.signature(real_convert).bind(*args, **kwargs)
@@ -268,10 +269,9 @@ def test_fit_keeps_a_pruned_epoch_even_when_a_dense_one_was_better():
     inputs = keras.Input((16,))
     model = keras.Model(inputs, keras.layers.Dense(16, use_bias=False, name="map")(inputs))
     model, info = training.fit(
-        model, train, val, epochs=5, batch_size=32,
-        lr_schedule=training.step_schedule(0.05, ()), loss="mse",
-        optimizer=keras.optimizers.Adam(0.05), sparsity=0.9, prune_epochs=(2, 3),
-        verbose=0)
+        model, train, val, training.TrainingSettings(
+            epochs=5, batch_size=32, learning_rate=0.05, sparsity=0.9, prune_epochs=(2, 3)),
+        loss="mse", verbose=0)
     losses = info["val_loss"]
     assert min(losses[:3]) < 0.5 * min(losses[3:])  # dense epochs really were better
     assert info["best_epoch"] >= 4  # 1-based: after pruning ended at epoch index 3

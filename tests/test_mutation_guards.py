@@ -186,7 +186,7 @@ def test_kws_passes_the_recipes_masker_to_training_and_never_masks_validation(
         made.append((spec, real_masker(spec)))
         return made[-1][1]
 
-    def fit(model, train, val, **kwargs):
+    def fit(model, train, val, settings, **kwargs):
         seen.append((val, kwargs["batch_transform"]))
         raise Stop
 

@@ -26,10 +26,10 @@ def tiny_regression(n=256, seed=0):
 def test_pruning_reaches_target_sparsity(sparsity):
     x, y = tiny_regression()
     model, info = training.fit(
-        forecast_model.mlp(0.3, 1, NORMALIZER), (x, y), (x[:64], y[:64]), epochs=4, batch_size=32,
-        lr_schedule=training.step_schedule(0.01, ()), loss="mae",
-        optimizer=keras.optimizers.Adam(0.01), sparsity=sparsity, prune_epochs=(1, 3),
-        verbose=0)
+        forecast_model.mlp(0.3, 1, NORMALIZER), (x, y), (x[:64], y[:64]),
+        training.TrainingSettings(epochs=4, batch_size=32, learning_rate=0.01,
+                                  sparsity=sparsity, prune_epochs=(1, 3)),
+        loss="mae", verbose=0)
     reached = optimize.weight_sparsity(model)
     assert set(reached) == {"hidden1", "change"}   # the frozen skip is not pruned
     for value in reached.values():

@@ -18,7 +18,7 @@ def test_a_key_written_by_two_parts_raises_naming_both():
 
 
 class CollidingTask(ConstantTask):
-    def describe(self, args, data, recipe):
+    def describe(self, data, recipe):
         return {"budget_holds": "a task field that would hide the verdict"}
 
 

@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 import common
-from common import artifacts, pipeline
+from common import pipeline
 from common.forecast import jena
 from common.forecast.search_space import SEARCH_SPACE
 
@@ -59,11 +59,10 @@ class Forecast(pipeline.Task):
                                           f"{jena.FILENAME}, downloaded when missing)")
 
     def load(self, args, recipe, evaluating=None):
-        if args.csv:
-            args.csv_path = args.csv
-        else:
+        csv_path = args.csv
+        if not csv_path:
             from common.download import download_and_extract
-            args.csv_path = download_and_extract(
+            csv_path = download_and_extract(
                 jena.URL, args.data_dir, os.path.join(args.data_dir, jena.FILENAME),
                 not args.no_download, hint="pass --csv PATH with a local copy",
                 quiet=args.quiet)
@@ -72,10 +71,11 @@ class Forecast(pipeline.Task):
             from common.tflite import tflite_file
             normalizer = jena.Normalizer(**json.loads(tflite_file.read_required(
                 evaluating.tflite_bytes, evaluating.path, NORMALIZATION)))
-        content = jena.read_bytes(args.csv_path)  # once: --csv may be a pipe
-        args.csv_sha256 = hashlib.sha256(content).hexdigest()
-        data = jena.prepare(jena.load_series(args.csv_path, content), normalizer)
-        print(f"forecast {args.version}: {data.rows} rows from {args.csv_path}; "
+        content = jena.read_bytes(csv_path)  # once: --csv may be a pipe
+        data = jena.prepare(jena.load_series(csv_path, content), normalizer)
+        data.file, data.sha256 = (os.path.basename(csv_path),
+                                  hashlib.sha256(content).hexdigest())
+        print(f"forecast {args.version}: {data.rows} rows from {csv_path}; "
               f"{len(data.train[0])} training windows", flush=True)
         return data
 
@@ -99,12 +99,7 @@ class Forecast(pipeline.Task):
         training.set_seed(seed)
         model, fit_info = training.fit(
             forecast_model.mlp(recipe.alpha, recipe.hidden_layers, data.normalizer),
-            flat(data.train), flat(data.val), epochs=recipe.epochs,
-            batch_size=recipe.batch_size,
-            lr_schedule=training.step_schedule(recipe.learning_rate, recipe.lr_drop_epochs),
-            loss=weighted_mae(recipe.loss_scale),
-            optimizer=keras.optimizers.Adam(recipe.learning_rate),
-            sparsity=recipe.sparsity, prune_epochs=recipe.prune_epochs,
+            flat(data.train), flat(data.val), recipe, loss=weighted_mae(recipe.loss_scale),
             verbose=2 if verbose else 0)
         optimize.round_mantissa(model, recipe.mantissa_bits)
         tflite_bytes = optimize.convert(forecast_model.fold_persistence(model),
@@ -124,20 +119,19 @@ class Forecast(pipeline.Task):
         t_mae, rh_mae = jena.mae_per_variable(outputs, y)
         return {"t_mae": round(float(t_mae), 4), "rh_mae": round(float(rh_mae), 4)}, {}
 
-    def baselines(self, recipe, data, args):
+    def baselines(self, recipe, data, settings, verbose):
         """The same model float and unpruned, for scale."""
+        from common.measuring import measure
         print("training the float reference (no pruning, no quantization) ...", flush=True)
         float_recipe = dataclasses.replace(recipe, sparsity=0.0, mantissa_bits=23,
                                            quantization="float")
-        _, tflite_bytes, _ = self.train(float_recipe, data, args.seed, not args.quiet)
-        metrics, _ = pipeline.measure(self, tflite_bytes, data, float_recipe, "test", args)
-        metrics.update(artifacts.sizes(tflite_bytes, artifacts.compress(tflite_bytes)))
+        _, tflite_bytes, _ = self.train(float_recipe, data, settings.seed, verbose)
+        metrics, _ = measure(self, tflite_bytes, data, float_recipe, "test", settings)
         return [("float_unpruned", "float, unpruned", metrics)]
 
-    def describe(self, args, data, recipe):
+    def describe(self, data, recipe):
         return {
-            "data": {"file": os.path.basename(args.csv_path), "rows": data.rows,
-                     "sha256": args.csv_sha256,
+            "data": {"file": data.file, "rows": data.rows, "sha256": data.sha256,
                      "windows": {s: len(getattr(data, s)[0])
                                  for s in ("train", "val", "test")}},
             "normalization": dataclasses.asdict(data.normalizer),

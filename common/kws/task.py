@@ -1,7 +1,6 @@
 """The keyword spotter as the pipeline runs it: ``KeywordSpotting``, its flags, data,
 training, the metadata it writes into and checks in the ``.tflite``, scoring, the
 JSON fields and the printed summary."""
-import argparse
 import os
 
 import numpy as np
@@ -12,7 +11,6 @@ from common.kws import features, negatives, reports, speech, stream, train
 from common.kws.search_space import SEARCH_SPACE
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SEARCH_LATENCY_RUNS = 30
 
 
 class KeywordSpotting(pipeline.Task):
@@ -130,10 +128,10 @@ class KeywordSpotting(pipeline.Task):
                  "correct": int((predicted == y).sum()), "clips": len(y)},
                 {"confusion": confusion.tolist()})
 
-    def measure_speed(self, tflite_bytes, recipe, args):
+    def measure_speed(self, tflite_bytes, recipe, settings):
         """Latency of the deployed path, 1 thread (the budget's) and the default."""
-        return reports.timing(tflite_bytes, recipe, args.latency_runs, args.latency_pause,
-                              args.seed)
+        return reports.timing(tflite_bytes, recipe, settings.latency_runs,
+                              settings.latency_pause, settings.seed)
 
     def measure_robustness(self, runner, data, recipe, split):
         """The noise report, the robustness report and the listening report."""
@@ -147,11 +145,7 @@ class KeywordSpotting(pipeline.Task):
             details.update(extra_details)
         return metrics, details
 
-    def search_args(self, args):
-        return argparse.Namespace(**{**vars(args), "latency_runs": SEARCH_LATENCY_RUNS,
-                                     "latency_pause": 0.0})
-
-    def describe(self, args, data, recipe):
+    def describe(self, data, recipe):
         clips = data.load(recipe.features.sample_rate)
         return {
             "labels": data.labels,
@@ -160,7 +154,7 @@ class KeywordSpotting(pipeline.Task):
                         "point); output: logits in label order (also recorded in the "
                         "model's 'labels' metadata)",
             "data": {"split_lists_sha256": {
-                         s: artifacts.sha256_file(speech.split_list_path(args.split_dir, s))
+                         s: artifacts.sha256_file(speech.split_list_path(data.split_dir, s))
                          for s in speech.SPLITS},
                      "clips_sha256": clips.sha256,
                      "clips": {s: len(clips.splits[s][1]) for s in speech.SPLITS},

@@ -57,13 +57,8 @@ def fit_ds_cnn(recipe, features, targets, seed, verbose):
     return training.fit(
         kws_model.ds_cnn(recipe.alpha, recipe.features.shape, recipe.first_strides(),
                          n_classes=len(features.labels)),
-        (features.train[0], targets), val, epochs=recipe.epochs,
-        batch_size=recipe.batch_size,
-        lr_schedule=training.step_schedule(recipe.learning_rate, recipe.lr_drop_epochs),
-        loss=loss, optimizer=keras.optimizers.Adam(recipe.learning_rate),
-        metrics=["accuracy"], sparsity=recipe.sparsity, prune_epochs=recipe.prune_epochs,
-        prune_depthwise=recipe.prune_depthwise, verbose=2 if verbose else 0,
-        batch_transform=None if recipe.spec_augment is None
+        (features.train[0], targets), val, recipe, loss=loss, metrics=["accuracy"],
+        verbose=2 if verbose else 0, batch_transform=None if recipe.spec_augment is None
         else specaugment.masker(recipe.spec_augment))
 
 
