@@ -42,10 +42,10 @@ class MeasureSettings:
 
 def measure(task, tflite_bytes, data, recipe, split, settings, sizes=None):
     """``(metrics, details)`` of the .tflite on ``split``: the task's figures from the
-    desktop interpreter (these judge the budget), its timing, its reports (on the
-    test split), with ``settings.micro`` the same figures under TensorFlow Lite Micro
-    with the arena it used, the op list and how often its outputs agree with the
-    desktop interpreter's, and last the sizes (``sizes``, else those of
+    desktop interpreter (these judge the budget), its probes (timing, reports; not
+    when ``settings.extras`` is off), with ``settings.micro`` the same figures under
+    TensorFlow Lite Micro with the arena it used, the op list and how often its
+    outputs agree with the desktop interpreter's, and last the sizes (``sizes``, else those of
     ``tflite_bytes`` and its zlib compression)."""
     from common.tflite.runtime import Runner
     x, y = task.inputs(data, recipe, split)
@@ -59,10 +59,9 @@ def measure(task, tflite_bytes, data, recipe, split, settings, sizes=None):
                      "input_quantization": [float(v) for v in runner.input["quantization"]],
                      "output_quantization": [float(v) for v in
                                              runner.output["quantization"]]}
-    if settings.extras:
-        for extra, extra_details in (task.measure_speed(tflite_bytes, recipe, settings),
-                                     task.measure_robustness(runner, data, recipe, split)
-                                     if split == "test" else ({}, {})):
+    for probe in task.probes if settings.extras else ():
+        if probe.runs_on(split):
+            extra, extra_details = probe.measure(runner, data, recipe, split, settings)
             metrics.update(extra)
             details.update(extra_details)
     if settings.micro:

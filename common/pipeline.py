@@ -3,10 +3,11 @@ load the data, train, convert, measure the .tflite, write the model with its JSO
 print the summary. Also the two other ways in: ``--evaluate`` (measure a given file,
 write nothing) and ``--search`` (hand the version to the model search).
 
-A script supplies a ``Task``: its recipe table and the steps that are truly its own
-(data, model, metrics, printout). Nothing here imports TensorFlow at import time:
-training, converting and measuring do, after ``common.import_tensorflow`` has loaded
-it quietly.
+A task (``common/<task>/task.py``) supplies a ``Task``: the steps that are truly its
+own (data, model, score) and declarations (summary columns, probes with their printed
+lines, baselines, search space); its script supplies the version table. Nothing here
+imports TensorFlow at import time: training, converting and measuring do, after
+``common.import_tensorflow`` has loaded it quietly.
 """
 import dataclasses
 import datetime
@@ -23,20 +24,73 @@ from common.errors import EXIT_BUDGET_MISSED, EXIT_OK, UserError
 from common.measuring import MeasureSettings, measure
 
 
-class Task:
-    """What a script supplies to the pipeline. Attributes:
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One column of the summary table: its ``name``, the metric ``key`` it shows, and
+    ``format``: a format spec for the value (``".2%"``), or a template over the
+    metrics with the value first (``"{}/{clips}"``). A metric the run lacks, or
+    None, shows as "-"."""
+    name: str
+    key: str
+    format: str = ""
 
-    ``name`` ("forecast", "kws": the artifacts are ``<name>_<version>.*``),
+    def cell(self, metrics):
+        value = metrics.get(self.key)
+        if value is None:
+            return "-"
+        if "{" in self.format:
+            return self.format.format(value, **metrics)
+        return format(value, self.format) if self.format else value
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """A measurement a task adds to its score, and what it prints.
+
+    ``measure(runner, data, recipe, split, settings)`` -> ``(metrics, details)`` runs
+    on the splits named in ``splits`` (None: every split that is measured with
+    extras: test, search trials); ``lines(details, data)`` -> the summary's lines (it
+    returns none when its details are missing). Either may be None.
+    """
+    name: str
+    measure: object = None
+    lines: object = None
+    splits: tuple = ("test",)
+
+    def runs_on(self, split):
+        return self.measure is not None and (self.splits is None or split in self.splits)
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """A reference model trained and measured (on test) beside every training run:
+    its JSON ``key``, its row's ``name``, ``recipe(recipe)`` -> the reference's recipe,
+    and the ``note`` printed before it trains."""
+    key: str
+    name: str
+    recipe: object
+    note: str = ""
+
+
+class Task:
+    """What a task supplies to the pipeline: declarations, and eight functions (the
+    flags it adds, its data, training, the metadata it writes into the .tflite, the
+    inputs of a split, scoring, what its outputs mean, its JSON fields).
+
+    Data: ``name`` ("forecast", "kws": the artifacts are ``<name>_<version>.*``),
     ``description`` (the top of --help), ``recipes`` ({version: recipe}; a recipe is
     a frozen dataclass with ``limits()``), ``examples`` (command lines for --help),
-    ``header`` (the summary table's columns), ``classifier`` (outputs are class
-    scores), ``search_space`` (a ``SearchSpace``, for --search and for choosing
-    among --seeds by validation).
+    ``columns`` (the summary table's, each a ``Column``), ``probes`` (``Probe``: the
+    measurements beyond the score, each with its printed lines), ``baselines``
+    (``Baseline``), ``classifier`` (outputs are class scores), ``search_space`` (a
+    ``SearchSpace``, for --search and for choosing among --seeds by validation).
     """
     name = description = examples = ""
     classifier = False
     recipes = {}
-    header = []
+    columns = ()
+    probes = ()
+    baselines = ()
     search_space = None
 
     def __init__(self, recipes=None, description=None, examples=None):
@@ -62,6 +116,10 @@ class Task:
         """``(model, tflite_bytes, fit_info)``: train, optimize and convert."""
         raise NotImplementedError
 
+    def finish_model(self, tflite_bytes, data, recipe):
+        """The bytes to ship (e.g. with metadata added): inference unchanged."""
+        return tflite_bytes
+
     def inputs(self, data, recipe, split):
         """``(x, y)`` of ``split``: float model inputs, one per sample, and targets."""
         raise NotImplementedError
@@ -75,36 +133,38 @@ class Task:
         """What each output value means (for the C export)."""
         raise NotImplementedError
 
-    def measure_speed(self, tflite_bytes, recipe, settings):
-        """``(metrics, details)`` of timing the .tflite with ``settings`` (a
-        ``MeasureSettings``; default: not timed)."""
-        return {}, {}
-
-    def measure_robustness(self, runner, data, recipe, split):
-        """``(metrics, details)`` of the .tflite on perturbed copies of ``split`` (a
-        noise report); run on the test split only (default: none)."""
-        return {}, {}
-
-    def finish_model(self, tflite_bytes, data, recipe):
-        """The bytes to ship (e.g. with metadata added): inference unchanged."""
-        return tflite_bytes
-
-    def baselines(self, recipe, data, settings, verbose):
-        """``[(json_key, table_name, metrics)]`` of reference models trained for
-        comparison in a training run, measured with ``settings`` (default: none)."""
-        return []
-
     def describe(self, data, recipe):
         """Task-specific fields of the results JSON (data checksums, model I/O, ...)."""
         return {}
 
-    def row(self, name, metrics):
-        """One line of the summary table."""
-        raise NotImplementedError
 
-    def summary_lines(self, details, data):
-        """Lines printed after the budget table (confusion matrix, latency, ...)."""
-        return []
+def header(task):
+    return ["model"] + [column.name for column in task.columns]
+
+
+def row(task, name, metrics):
+    """One line of the summary table."""
+    return [name] + [column.cell(metrics) for column in task.columns]
+
+
+def probe_lines(task, details, data):
+    """Every probe's printed lines, in the order the task declares them."""
+    return [line for probe in task.probes if probe.lines
+            for line in probe.lines(details, data)]
+
+
+def baseline_rows(task, recipe, data, settings, verbose):
+    """``({json_key: metrics}, rows)`` of the task's baselines, each trained with the
+    run's seed and measured on the test split."""
+    measured, rows = {}, []
+    for baseline in task.baselines:
+        print(baseline.note, flush=True)
+        base_recipe = baseline.recipe(recipe)
+        _, tflite_bytes, _ = task.train(base_recipe, data, settings.seed, verbose)
+        measured[baseline.key], _ = measure(task, tflite_bytes, data, base_recipe, "test",
+                                            settings)
+        rows.append(row(task, baseline.name, measured[baseline.key]))
+    return measured, rows
 
 
 def parse_args(task, argv):
@@ -232,11 +292,8 @@ def train_and_ship(task, args, recipe, data, search_info=None):
     split never picks), report each seed and the mean and spread."""
     common.import_tensorflow()
     loaded = time.time()
-    rows, baselines = [], {}
-    for key, name, metrics in task.baselines(recipe, data, MeasureSettings.from_args(args),
-                                             not args.quiet):
-        rows.append(task.row(name, metrics))
-        baselines[key] = metrics
+    baselines, rows = baseline_rows(task, recipe, data, MeasureSettings.from_args(args),
+                                    not args.quiet)
     baselines_done = time.time()
     runs = [train_seed(task, args, recipe, data, seed) for seed in args.seeds]
     seeds_done = time.time()
@@ -254,10 +311,10 @@ def train_and_ship(task, args, recipe, data, search_info=None):
     for run in runs:
         name = (f"seed {run.seed}{', shipped' if run is best else ''} ({label})"
                 if len(runs) > 1 else f"shipped ({label})")
-        rows.append(task.row(name, run.metrics))
+        rows.append(row(task, name, run.metrics))
     return report(f"{task.name} {args.version}: test split, measured on the .tflite",
-                  task.header, rows, verdicts,
-                  task.summary_lines(details, data) + micro_lines(metrics, details)
+                  header(task), rows, verdicts,
+                  probe_lines(task, details, data) + micro_lines(metrics, details)
                   + seed_lines(runs, best, record) + ship_lines
                   + [f"{'wrote ' + ', '.join(written) if written else 'wrote nothing'}; "
                      + time_line(getattr(args, "started", None), loaded, baselines_done,
@@ -425,9 +482,9 @@ def evaluate(task, args, recipe):
         artifacts.publish(args.out_dir, files)
         size_note += f"; wrote {', '.join(os.path.join(args.out_dir, f) for f in files)}"
     return report(f"{task.name} {args.version}: {args.evaluate} on the test split",
-                  task.header, [task.row(os.path.basename(args.evaluate), metrics)],
+                  header(task), [row(task, os.path.basename(args.evaluate), metrics)],
                   check_budget(recipe.limits(), metrics),
-                  task.summary_lines(details, data) + micro_lines(metrics, details)
+                  probe_lines(task, details, data) + micro_lines(metrics, details)
                   + [size_note])
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 import common
 from common import pipeline
+from common.pipeline import Baseline, Column
 from common.forecast import jena
 from common.forecast.search_space import SEARCH_SPACE
 
@@ -48,9 +49,17 @@ def weighted_mae(loss_scale):
     return loss
 
 
+def float_unpruned(recipe):
+    """The same model float and unpruned, for scale (the baseline)."""
+    return dataclasses.replace(recipe, sparsity=0.0, mantissa_bits=23, quantization="float")
+
+
 class Forecast(pipeline.Task):
     name = "forecast"
-    header = ["model", "T MAE degC", "RH MAE %", ".tflite B", ".tflite.zlib B"]
+    columns = (Column("T MAE degC", "t_mae", ".3f"), Column("RH MAE %", "rh_mae", ".3f"),
+               Column(".tflite B", "tflite_bytes"), Column(".tflite.zlib B", "zlib_bytes"))
+    baselines = (Baseline("float_unpruned", "float, unpruned", float_unpruned,
+                          "training the float reference (no pruning, no quantization) ..."),)
     search_space = SEARCH_SPACE
 
     def add_arguments(self, parser):
@@ -119,16 +128,6 @@ class Forecast(pipeline.Task):
         t_mae, rh_mae = jena.mae_per_variable(outputs, y)
         return {"t_mae": round(float(t_mae), 4), "rh_mae": round(float(rh_mae), 4)}, {}
 
-    def baselines(self, recipe, data, settings, verbose):
-        """The same model float and unpruned, for scale."""
-        from common.measuring import measure
-        print("training the float reference (no pruning, no quantization) ...", flush=True)
-        float_recipe = dataclasses.replace(recipe, sparsity=0.0, mantissa_bits=23,
-                                           quantization="float")
-        _, tflite_bytes, _ = self.train(float_recipe, data, settings.seed, verbose)
-        metrics, _ = measure(self, tflite_bytes, data, float_recipe, "test", settings)
-        return [("float_unpruned", "float, unpruned", metrics)]
-
     def describe(self, data, recipe):
         return {
             "data": {"file": data.file, "rows": data.rows, "sha256": data.sha256,
@@ -140,7 +139,3 @@ class Forecast(pipeline.Task):
                         "flattened row-major (integer models: quantize with the input "
                         "tensor's scale and zero point); output: [1, 12] = 6 steps x "
                         "(T degC, RH %), row-major"}
-
-    def row(self, name, m):
-        return [name, f"{m['t_mae']:.3f}", f"{m['rh_mae']:.3f}", m["tflite_bytes"],
-                m["zlib_bytes"]]

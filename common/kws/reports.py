@@ -26,12 +26,14 @@ def latency(tflite_bytes, config, runs, pause, seed):
             for name, threads in (("1_thread", BUDGET_THREADS), ("default_threads", None))}
 
 
-def timing(tflite_bytes, recipe, runs, pause, seed):
+def timing(runner, data, recipe, split, settings):
     """Latency of the deployed path, 1 thread (the budget's) and the default, and
     what listening costs (``stream.listening_cost``)."""
     from common.tflite import tflite_file
     from common.tflite.runtime import host_description
-    lat = latency(tflite_bytes, recipe.features, runs, pause, seed)
+    tflite_bytes = runner.tflite_bytes
+    lat = latency(tflite_bytes, recipe.features, settings.latency_runs,
+                  settings.latency_pause, settings.seed)
     labels = (tflite_file.read_metadata(tflite_bytes, tflite_file.LABELS) or "").split()
     cost, memory = stream.listening_cost(
         tflite_bytes, recipe.features, stream.recorded_settings(tflite_bytes)
@@ -41,7 +43,7 @@ def timing(tflite_bytes, recipe, runs, pause, seed):
             {"latency": lat, "host": host_description(), "detector_memory": memory})
 
 
-def noise_report(runner, data, recipe, split):
+def noise_report(runner, data, recipe, split, settings=None):
     """The noise report: accuracy with white and pink noise added to every clip at
     20, 10, 5 and 0 dB SNR, drawn from a fixed seed (the same noise for every
     model); ``accuracy_<snr>db`` is the mean of the two colours."""
@@ -59,7 +61,7 @@ def noise_report(runner, data, recipe, split):
                                "clipped_to_full_scale": True}}
 
 
-def robustness_report(runner, data, recipe, split):
+def robustness_report(runner, data, recipe, split, settings=None):
     """Accuracy under each of ``robustness.CONDITIONS`` (level, word position,
     room, microphone, speaking rate, vocal tract; fixed seed, the same clips for
     every model): ``robust_<condition>``, and ``robust_worst`` the lowest."""
@@ -113,7 +115,7 @@ def listening_minutes(args, recipe):
     return stream.DEFAULT_MINUTES if recipe.negatives else 0.0
 
 
-def noise_lines(details):
+def noise_lines(details, data=None):
     """The noise report's table: accuracy per colour and SNR."""
     if "noise" not in details:
         return []
@@ -127,7 +129,7 @@ def noise_lines(details):
                  for colour in ("white", "pink")])]
 
 
-def robustness_lines(details):
+def robustness_lines(details, data=None):
     """The robustness report's table: accuracy per condition and its change from
     the clean test accuracy (read off the confusion matrix)."""
     if "robustness" not in details:
@@ -143,7 +145,7 @@ def robustness_lines(details):
             cli.format_table(["condition", "accuracy", "points vs clean"], rows)]
 
 
-def listening_lines(details):
+def listening_lines(details, data=None):
     """The listening report's table: each made test recording at the settings used."""
     if "listening" not in details:
         return []
@@ -166,8 +168,9 @@ def listening_lines(details):
                               "p95 ms"], rows)] + note
 
 
-def confusion_lines(details, labels):
+def confusion_lines(details, data):
     """The confusion matrix with each label's recall."""
+    labels = data.labels
     confusion = np.array(details["confusion"])
     rows = [[name] + list(row) + [f"{row[i] / max(1, row.sum()):.1%}"]
             for i, (name, row) in enumerate(zip(labels, confusion))]
@@ -175,7 +178,7 @@ def confusion_lines(details, labels):
             cli.format_table(["true"] + labels + ["recall"], rows)]
 
 
-def latency_lines(details):
+def latency_lines(details, data=None):
     """The latency table: 1 thread and the default, inference and the whole path."""
     lat_rows = [[threads, kind, lat[kind]["mean_ms"], lat[kind]["median_ms"],
                  lat[kind]["p90_ms"], lat[kind]["runs"]]

@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from common import artifacts, cli, pipeline
+from common.pipeline import Column, Probe
 from common.errors import UserError
 from common.kws import features, negatives, reports, speech, stream, train
 from common.kws.search_space import SEARCH_SPACE
@@ -16,15 +17,33 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file
 class KeywordSpotting(pipeline.Task):
     name = "kws"
     classifier = True
-    header = ["model", "accuracy", "correct", "10 dB", "5 dB", "stream hits",
-              "FA/h stream", "FA/h noise", ".tflite B", ".tflite.zlib B", "inference ms",
-              "total ms"]
+    columns = (Column("accuracy", "accuracy", ".2%"),
+               Column("correct", "correct", "{}/{clips}"),
+               Column("10 dB", "accuracy_10db", ".2%"), Column("5 dB", "accuracy_5db", ".2%"),
+               Column("stream hits", "stream_hit_rate", ".1%"),
+               Column("FA/h stream", "stream_fa_per_hour", "g"),
+               Column("FA/h noise", "noise_fa_per_hour", "g"),
+               Column(".tflite B", "tflite_bytes"), Column(".tflite.zlib B", "zlib_bytes"),
+               Column("inference ms", "inference_ms"), Column("total ms", "total_ms"))
     search_space = SEARCH_SPACE
 
     def __init__(self, recipes=None, description=None, examples=None):
         super().__init__(recipes, description, examples)
         self.teachers = train.Teachers()
         self.listening_minutes = stream.DEFAULT_MINUTES  # set from --listening-minutes
+        # printed in this order; the reports run on the test split, latency on every
+        # split measured with extras (search trials too)
+        self.probes = (
+            Probe("noise", reports.noise_report, reports.noise_lines),
+            Probe("robustness", reports.robustness_report, reports.robustness_lines),
+            Probe("listening", self.listening_report, reports.listening_lines),
+            Probe("confusion", lines=reports.confusion_lines),
+            Probe("latency", reports.timing, reports.latency_lines, splits=None))
+
+    def listening_report(self, runner, data, recipe, split, settings):
+        """``reports.listening_report`` over ``--listening-minutes`` of made audio."""
+        return reports.listening_report(runner, data, recipe, split,
+                                        self.listening_minutes)
 
     def add_arguments(self, parser):
         parser.add_argument("--split-dir", default=os.path.join(PROJECT, "data"),
@@ -128,23 +147,6 @@ class KeywordSpotting(pipeline.Task):
                  "correct": int((predicted == y).sum()), "clips": len(y)},
                 {"confusion": confusion.tolist()})
 
-    def measure_speed(self, tflite_bytes, recipe, settings):
-        """Latency of the deployed path, 1 thread (the budget's) and the default."""
-        return reports.timing(tflite_bytes, recipe, settings.latency_runs,
-                              settings.latency_pause, settings.seed)
-
-    def measure_robustness(self, runner, data, recipe, split):
-        """The noise report, the robustness report and the listening report."""
-        metrics, details = {}, {}
-        for extra, extra_details in (
-                reports.noise_report(runner, data, recipe, split),
-                reports.robustness_report(runner, data, recipe, split),
-                reports.listening_report(runner, data, recipe, split,
-                                         self.listening_minutes)):
-            metrics.update(extra)
-            details.update(extra_details)
-        return metrics, details
-
     def describe(self, data, recipe):
         clips = data.load(recipe.features.sample_rate)
         return {
@@ -173,20 +175,3 @@ class KeywordSpotting(pipeline.Task):
             user = {**user[2], "pieces_used": min(user[2]["pieces"], negatives.user_cap(
                 recipe.negatives, examples))}
         return {"examples": counts, "user_folder": user}
-
-    def row(self, name, m):
-        noisy = [f"{m[k]:.2%}" if k in m else "-" for k in ("accuracy_10db", "accuracy_5db")]
-        hits = f"{m['stream_hit_rate']:.1%}" if m.get("stream_hit_rate") is not None else "-"
-        fa = [f"{m[k]:g}" if k in m else "-" for k in ("stream_fa_per_hour",
-                                                        "noise_fa_per_hour")]
-        return [name, f"{m['accuracy']:.2%}", f"{m['correct']}/{m['clips']}", *noisy,
-                hits, *fa, m["tflite_bytes"], m["zlib_bytes"], m["inference_ms"],
-                m["total_ms"]]
-
-    def summary_lines(self, details, data):
-        """The noise, robustness and listening tables, the confusion matrix and the
-        latency table."""
-        return (reports.noise_lines(details) + reports.robustness_lines(details)
-                + reports.listening_lines(details)
-                + reports.confusion_lines(details, data.labels)
-                + reports.latency_lines(details))
