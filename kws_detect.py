@@ -16,8 +16,8 @@ import json
 import sys
 import time
 
-from common.kws import audio, stream
 from common import cli
+from common.kws import audio, stream
 from common.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, \
     Terminated, UserError
 

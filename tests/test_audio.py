@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from common.kws import audio, speech
 from common.errors import UserError
+from common.kws import audio, speech
 from common.tflite.runtime import measure_latency
 from conftest import tone, wav_extensible_bytes, write_wav
 

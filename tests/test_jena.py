@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from common.forecast import jena
 from common.errors import UserError
+from common.forecast import jena
 from conftest import START, write_jena_csv
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import forecast_train
-from common.tflite import micro
 from common.errors import UserError
+from common.tflite import micro
 from conftest import write_jena_csv
 from test_cli import assert_bad_input, run_in_process
 

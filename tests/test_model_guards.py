@@ -11,9 +11,9 @@ import tf_keras as keras
 
 import forecast_train
 import kws_train
+from common.cli import run_main
 from common.kws import model as kws_model
 from common.tflite import optimize, training
-from common.cli import run_main
 from common.tflite.runtime import Runner
 from conftest import LABELS, write_jena_csv
 

@@ -16,13 +16,13 @@ import pytest
 import kws_train
 from common import artifacts, pipeline
 from common.kws import audio, specaugment, speech
-from common.kws.features import METADATA as FEATURES_METADATA, features_text
-from common.kws import train as kws_train_module
 from common.kws import reports
-from common.tflite import c_export, tflite_file, training
+from common.kws import train as kws_train_module
 from common.kws.distill import Distillation
-from common.tflite.runtime import Runner
+from common.kws.features import METADATA as FEATURES_METADATA, features_text
 from common.kws.specaugment import SpecAugment
+from common.tflite import c_export, tflite_file, training
+from common.tflite.runtime import Runner
 from conftest import LABELS
 from test_cli import run_in_process
 from test_regularizers import FakeCorpus, masked_bands, runs

@@ -2,14 +2,13 @@ import zlib
 
 import numpy as np
 import pytest
-import tf_keras as keras
 
 from common import artifacts
+from common.errors import UserError
+from common.forecast import jena
 from common.forecast import model as forecast_model
 from common.kws import model as kws_model
-from common.forecast import jena
 from common.tflite import optimize, training
-from common.errors import UserError
 from common.tflite.runtime import Runner
 
 NORMALIZER = jena.Normalizer(mean=(10.0, 60.0), std=(5.0, 20.0))

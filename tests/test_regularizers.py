@@ -9,9 +9,9 @@ import pytest
 import kws_train
 from common.kws import distill, specaugment
 from common.kws import train as kws_train_module
-from common.tflite import training
 from common.kws.distill import Distillation
 from common.kws.specaugment import SpecAugment
+from common.tflite import training
 from conftest import LABELS
 from test_model_guards import fit_ds_cnn, kws_argv, run_cli, textures, tone_dataset
 

@@ -16,9 +16,9 @@ import pytest
 import forecast_train
 import kws_train
 from common import artifacts
+from common.errors import UserError
 from common.kws.features import METADATA as FEATURES_METADATA
 from common.tflite import optimize, tflite_file
-from common.errors import UserError
 from conftest import ROOT, write_jena_csv
 from test_cli import FAST_KWS, assert_bad_input, kws_args, run_in_process, run_script
 

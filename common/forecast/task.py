@@ -11,9 +11,9 @@ import numpy as np
 
 import common
 from common import pipeline
-from common.pipeline import Baseline, Column
 from common.forecast import jena
 from common.forecast.search_space import SEARCH_SPACE
+from common.pipeline import Baseline, Column
 
 # How far beyond the training data's range the integer models' calibration reaches,
 # in training standard deviations: the test period can be colder or more humid than
@@ -104,7 +104,6 @@ class Forecast(pipeline.Task):
         fewer); the model returned is the trained Keras model before folding."""
         from common.forecast import model as forecast_model
         from common.tflite import optimize, training
-        import tf_keras as keras
         training.set_seed(seed)
         model, fit_info = training.fit(
             forecast_model.mlp(recipe.alpha, recipe.hidden_layers, data.normalizer),

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.kws import audio, negatives, noise
 from common.errors import UserError
+from common.kws import audio, negatives, noise
 
 HIT_WINDOW_S = 0.75
 DETECTOR_METADATA = "detector"

@@ -6,10 +6,10 @@ import os
 import numpy as np
 
 from common import artifacts, cli, pipeline
-from common.pipeline import Column, Probe
 from common.errors import UserError
 from common.kws import features, negatives, reports, speech, stream, train
 from common.kws.search_space import SEARCH_SPACE
+from common.pipeline import Column, Probe
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
