@@ -297,12 +297,11 @@ def train_and_ship(task, args, recipe, data, search_info=None):
     baselines_done = time.time()
     runs = [train_seed(task, args, recipe, data, seed) for seed in args.seeds]
     seeds_done = time.time()
-    best = min(runs, key=lambda run: run.validation_error)
+    best = best_run(runs)
     metrics, details = best.metrics, best.details
     tflite_bytes, compressed = best.tflite_bytes, best.compressed
     verdicts = check_budget(recipe.limits(), metrics)
-    record = results_record(task, args, recipe, data, runs, best, baselines, search_info,
-                            verdicts)
+    record = results_record(task, args, recipe, data, runs, baselines, search_info)
     stem = f"{task.name}_{args.version}"
     files = {f"{stem}.tflite.zlib": compressed, f"{stem}.json": artifacts.json_bytes(record),
              **c_files(task, args, stem, tflite_bytes, metrics, details, data)}
@@ -332,11 +331,17 @@ def seed_lines(runs, best, record):
         f"{sum(s['budget_holds'] for s in record['seeds'])} of {len(runs)} seeds"]
 
 
-def results_record(task, args, recipe, data, runs, best, baselines, search_info,
-                   verdicts):
+def best_run(runs):
+    """The seed that ships: the lowest validation error (the test split never picks)."""
+    return min(runs, key=lambda run: run.validation_error)
+
+
+def results_record(task, args, recipe, data, runs, baselines, search_info):
     """The results JSON of a training run, from its parts in one place
     (``results.record``: a key two parts write is an error, not an overwrite)."""
     from common.tflite import optimize
+    best = best_run(runs)
+    verdicts = check_budget(recipe.limits(), best.metrics)
     seeds = {}
     if len(runs) > 1:
         seeds = {"seeds": [
