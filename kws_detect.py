@@ -16,7 +16,8 @@ import json
 import sys
 import time
 
-from common import audio, cli, stream
+from common import cli
+from common.kws import audio, stream
 from common.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, \
     Terminated, UserError
 
@@ -104,7 +105,7 @@ def show(detection, labels):
 def listen(spotter, settings, audio_path, as_json):
     """Run the detector; returns ``(detections, listener, seconds spent)`` and the
     interruption, if any (the detections found until then are kept)."""
-    from common.runtime import Runner
+    from common.tflite.runtime import Runner
     runner = Runner(spotter.tflite_bytes, num_threads=1)
     expected = tuple(spotter.features.shape)
     if tuple(runner.input_shape[1:]) != expected:

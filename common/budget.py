@@ -17,7 +17,7 @@ class Limit:
 
 
 # Device budgets a recipe may set: (metric, recipe field). Flash is the raw .tflite a
-# device stores; the arena is the RAM TensorFlow Lite Micro needs (common.micro).
+# device stores; the arena is the RAM TensorFlow Lite Micro needs (common.tflite.micro).
 DEVICE_LIMITS = (("tflite_bytes", "max_flash_bytes"), ("arena_bytes", "max_arena_bytes"))
 
 

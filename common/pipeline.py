@@ -3,10 +3,11 @@ load the data, train, convert, measure the .tflite, write the model with its JSO
 print the summary. Also the two other ways in: ``--evaluate`` (measure a given file,
 write nothing) and ``--search`` (hand the version to the model search).
 
-A script supplies a ``Task``: its recipe table and the steps that are truly its own
-(data, model, metrics, printout). Nothing here imports TensorFlow at import time:
-training, converting and measuring do, after ``common.import_tensorflow`` has loaded
-it quietly.
+A task (``common/<task>/task.py``) supplies a ``Task``: the steps that are truly its
+own (data, model, score) and declarations (summary columns, probes with their printed
+lines, baselines, search space); its script supplies the version table. Nothing here
+imports TensorFlow at import time: training, converting and measuring do, after
+``common.import_tensorflow`` has loaded it quietly.
 """
 import dataclasses
 import datetime
@@ -17,26 +18,91 @@ import sys
 import time
 
 import common
-from common import artifacts, cli, search
+from common import artifacts, cli, results, search
 from common.budget import budget_holds, check_budget
 from common.errors import EXIT_BUDGET_MISSED, EXIT_OK, UserError
+from common.measuring import MeasureSettings, measure
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One column of the summary table: its ``name``, the metric ``key`` it shows, and
+    ``format``: a format spec for the value (``".2%"``), or a template over the
+    metrics with the value first (``"{}/{clips}"``). A metric the run lacks, or
+    None, shows as "-"."""
+    name: str
+    key: str
+    format: str = ""
+
+    def cell(self, metrics):
+        value = metrics.get(self.key)
+        if value is None:
+            return "-"
+        if "{" in self.format:
+            return self.format.format(value, **metrics)
+        return format(value, self.format) if self.format else value
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """A measurement a task adds to its score, and what it prints.
+
+    ``measure(runner, data, recipe, split, settings)`` -> ``(metrics, details)`` runs
+    on the splits named in ``splits`` (None: every split that is measured with
+    extras: test, search trials); ``lines(details, data)`` -> the summary's lines (it
+    returns none when its details are missing). Either may be None.
+    """
+    name: str
+    measure: object = None
+    lines: object = None
+    splits: tuple = ("test",)
+
+    def runs_on(self, split):
+        return self.measure is not None and (self.splits is None or split in self.splits)
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """A reference model trained and measured (on test) beside every training run:
+    its JSON ``key``, its row's ``name``, ``recipe(recipe)`` -> the reference's recipe,
+    and the ``note`` printed before it trains."""
+    key: str
+    name: str
+    recipe: object
+    note: str = ""
 
 
 class Task:
-    """What a script supplies to the pipeline. Attributes:
+    """What a task supplies to the pipeline: declarations, and eight functions (the
+    flags it adds, its data, training, the metadata it writes into the .tflite, the
+    inputs of a split, scoring, what its outputs mean, its JSON fields).
 
-    ``name`` ("forecast", "kws": the artifacts are ``<name>_<version>.*``),
+    Data: ``name`` ("forecast", "kws": the artifacts are ``<name>_<version>.*``),
     ``description`` (the top of --help), ``recipes`` ({version: recipe}; a recipe is
     a frozen dataclass with ``limits()``), ``examples`` (command lines for --help),
-    ``header`` (the summary table's columns), ``classifier`` (outputs are class
-    scores), ``search_space`` (a ``SearchSpace``, for --search and for choosing
-    among --seeds by validation).
+    ``columns`` (the summary table's, each a ``Column``), ``probes`` (``Probe``: the
+    measurements beyond the score, each with its printed lines), ``baselines``
+    (``Baseline``), ``classifier`` (outputs are class scores), ``search_space`` (a
+    ``SearchSpace``, for --search and for choosing among --seeds by validation).
     """
     name = description = examples = ""
     classifier = False
     recipes = {}
-    header = []
+    columns = ()
+    probes = ()
+    baselines = ()
     search_space = None
+
+    def __init__(self, recipes=None, description=None, examples=None):
+        """``recipes`` (the script's version table), ``description`` (the script's
+        docstring: its first paragraph tops --help) and ``examples``; a task may give
+        them as class attributes instead."""
+        if recipes is not None:
+            self.recipes = recipes
+        if description is not None:
+            self.description = description.split("\n\n")[0]
+        if examples is not None:
+            self.examples = examples
 
     def add_arguments(self, parser):
         """The script's own flags (declare their checks as argparse types)."""
@@ -49,6 +115,10 @@ class Task:
     def train(self, recipe, data, seed, verbose):
         """``(model, tflite_bytes, fit_info)``: train, optimize and convert."""
         raise NotImplementedError
+
+    def finish_model(self, tflite_bytes, data, recipe):
+        """The bytes to ship (e.g. with metadata added): inference unchanged."""
+        return tflite_bytes
 
     def inputs(self, data, recipe, split):
         """``(x, y)`` of ``split``: float model inputs, one per sample, and targets."""
@@ -63,39 +133,38 @@ class Task:
         """What each output value means (for the C export)."""
         raise NotImplementedError
 
-    def measure_speed(self, tflite_bytes, recipe, args):
-        """``(metrics, details)`` of timing the .tflite (default: not timed)."""
-        return {}, {}
-
-    def measure_robustness(self, runner, data, recipe, split):
-        """``(metrics, details)`` of the .tflite on perturbed copies of ``split`` (a
-        noise report); run on the test split only (default: none)."""
-        return {}, {}
-
-    def finish_model(self, tflite_bytes, data, recipe):
-        """The bytes to ship (e.g. with metadata added): inference unchanged."""
-        return tflite_bytes
-
-    def baselines(self, recipe, data, args):
-        """``[(json_key, table_name, metrics)]`` of reference models trained for
-        comparison in a training run (default: none)."""
-        return []
-
-    def describe(self, args, data, recipe):
+    def describe(self, data, recipe):
         """Task-specific fields of the results JSON (data checksums, model I/O, ...)."""
         return {}
 
-    def row(self, name, metrics):
-        """One line of the summary table."""
-        raise NotImplementedError
 
-    def summary_lines(self, details, data):
-        """Lines printed after the budget table (confusion matrix, latency, ...)."""
-        return []
+def header(task):
+    return ["model"] + [column.name for column in task.columns]
 
-    def search_args(self, args):
-        """The arguments ``measure`` gets inside the search (e.g. fewer latency runs)."""
-        return args
+
+def row(task, name, metrics):
+    """One line of the summary table."""
+    return [name] + [column.cell(metrics) for column in task.columns]
+
+
+def probe_lines(task, details, data):
+    """Every probe's printed lines, in the order the task declares them."""
+    return [line for probe in task.probes if probe.lines
+            for line in probe.lines(details, data)]
+
+
+def baseline_rows(task, recipe, data, settings, verbose):
+    """``({json_key: metrics}, rows)`` of the task's baselines, each trained with the
+    run's seed and measured on the test split."""
+    measured, rows = {}, []
+    for baseline in task.baselines:
+        print(baseline.note, flush=True)
+        base_recipe = baseline.recipe(recipe)
+        _, tflite_bytes, _ = task.train(base_recipe, data, settings.seed, verbose)
+        measured[baseline.key], _ = measure(task, tflite_bytes, data, base_recipe, "test",
+                                            settings)
+        rows.append(row(task, baseline.name, measured[baseline.key]))
+    return measured, rows
 
 
 def parse_args(task, argv):
@@ -144,7 +213,7 @@ def resolve_recipe(recipes, args):
 def resolve_micro(args, recipe):
     """Whether to run the TFLM checks: as asked, else when tflite-micro is installed.
     They are needed for an arena budget and for --export-c (the arena size)."""
-    from common import micro
+    from common.tflite import micro
     needed = [why for why, yes in (("the arena budget", recipe.max_arena_bytes),
                                    ("--export-c", args.export_c)) if yes]
     if args.micro is None:
@@ -177,41 +246,6 @@ def main(task, argv=None):
     return train_and_ship(task, args, recipe, data, search_info)
 
 
-def measure(task, tflite_bytes, data, recipe, split, args):
-    """``(metrics, details)`` of the .tflite on ``split``: the task's figures from the
-    desktop interpreter (these judge the budget), its timing, and with ``args.micro``
-    the same figures under TensorFlow Lite Micro with the arena it used, the op list
-    and how often its outputs agree with the desktop interpreter's."""
-    from common.runtime import Runner
-    x, y = task.inputs(data, recipe, split)
-    runner = Runner(tflite_bytes)
-    if tuple(runner.input_shape[1:]) != tuple(x.shape[1:]):
-        raise UserError(f"the model takes input {list(runner.input_shape)}, but the "
-                        f"version's {split} inputs are {list(x.shape[1:])}")
-    outputs = runner.predict(x)
-    metrics, details = task.score(outputs, y, data)
-    details["io"] = {"input_shape": list(runner.input_shape),
-                     "input_quantization": [float(v) for v in runner.input["quantization"]],
-                     "output_quantization": [float(v) for v in
-                                             runner.output["quantization"]]}
-    for extra, extra_details in (task.measure_speed(tflite_bytes, recipe, args),
-                                 task.measure_robustness(runner, data, recipe, split)
-                                 if split == "test" else ({}, {})):
-        metrics.update(extra)
-        details.update(extra_details)
-    if getattr(args, "micro", False):
-        from common import micro
-        device = micro.MicroRunner(tflite_bytes)
-        micro_outputs = device.predict(x)
-        micro_metrics, _ = task.score(micro_outputs, y, data)
-        metrics.update({f"micro_{k}": v for k, v in micro_metrics.items()},
-                       arena_bytes=device.arena_bytes())
-        details["micro"] = {"ops": micro.op_names(tflite_bytes),
-                            "agreement": micro.agreement(outputs, micro_outputs,
-                                                         task.classifier)}
-    return metrics, details
-
-
 @dataclasses.dataclass
 class SeedRun:
     """One seed's trained model and its figures."""
@@ -232,12 +266,13 @@ def train_seed(task, args, recipe, data, seed):
     model, tflite_bytes, fit_info = task.train(recipe, data, seed, not args.quiet)
     tflite_bytes = task.finish_model(tflite_bytes, data, recipe)
     train_seconds = round(time.time() - start, 1)
-    x, y = task.inputs(data, recipe, "val")
-    from common.runtime import Runner
-    val_metrics, _ = task.score(Runner(tflite_bytes).predict(x), y, data)
-    metrics, details = measure(task, tflite_bytes, data, recipe, "test", args)
     compressed = artifacts.compress(tflite_bytes)
-    metrics.update(artifacts.sizes(tflite_bytes, compressed), train_seconds=train_seconds)
+    sizes = artifacts.sizes(tflite_bytes, compressed)
+    settings = MeasureSettings.from_args(args)
+    val_metrics, _ = measure(task, tflite_bytes, data, recipe, "val",
+                             settings.score_only(), sizes)
+    metrics, details = measure(task, tflite_bytes, data, recipe, "test", settings, sizes)
+    metrics.update(train_seconds=train_seconds)
     return SeedRun(seed, model, tflite_bytes, compressed, fit_info,
                    task.search_space.error(val_metrics, recipe), metrics, details)
 
@@ -257,63 +292,84 @@ def train_and_ship(task, args, recipe, data, search_info=None):
     split never picks), report each seed and the mean and spread."""
     common.import_tensorflow()
     loaded = time.time()
-    rows, results = [], {}
-    for key, name, metrics in task.baselines(recipe, data, args):
-        rows.append(task.row(name, metrics))
-        results[key] = metrics
+    baselines, rows = baseline_rows(task, recipe, data, MeasureSettings.from_args(args),
+                                    not args.quiet)
     baselines_done = time.time()
     runs = [train_seed(task, args, recipe, data, seed) for seed in args.seeds]
     seeds_done = time.time()
-    best = min(runs, key=lambda run: run.validation_error)
+    best = best_run(runs)
     metrics, details = best.metrics, best.details
     tflite_bytes, compressed = best.tflite_bytes, best.compressed
-    from common import optimize
     verdicts = check_budget(recipe.limits(), metrics)
-    results = {
-        "task": task.name, "version": args.version, "seed": best.seed,
-        "recipe": dataclasses.asdict(recipe), **task.describe(args, data, recipe),
-        "sparsity": optimize.weight_sparsity(best.model),
-        "tflite_sparsity": optimize.tflite_weight_sparsity(tflite_bytes),
-        "weight_types": optimize.weight_types(tflite_bytes),
-        "fit": best.fit_info, **results, "search": search_info, **details,
-        "metrics": metrics, "budget": verdicts, "budget_holds": budget_holds(verdicts),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"),
-        "libraries": artifacts.library_versions(),
-    }
-    if len(runs) > 1:
-        results["seeds"] = [
-            {"seed": run.seed, "validation_error": run.validation_error,
-             "metrics": run.metrics,
-             "budget_holds": budget_holds(check_budget(recipe.limits(), run.metrics)),
-             **({"noise": run.details["noise"]} if "noise" in run.details else {})}
-            for run in runs]
-        results["seed_summary"] = seed_summary(runs)
-    results["model_sha256"] = artifacts.sha256_bytes(compressed)  # the pair's bond
+    record = results_record(task, args, recipe, data, runs, baselines, search_info)
     stem = f"{task.name}_{args.version}"
-    files = {f"{stem}.tflite.zlib": compressed, f"{stem}.json": artifacts.json_bytes(results),
+    files = {f"{stem}.tflite.zlib": compressed, f"{stem}.json": artifacts.json_bytes(record),
              **c_files(task, args, stem, tflite_bytes, metrics, details, data)}
     written, ship_lines = ship(args, recipe, stem, files, metrics, verdicts)
     label = f"{recipe.quantization}{', pruned' if recipe.sparsity else ''}"
     for run in runs:
         name = (f"seed {run.seed}{', shipped' if run is best else ''} ({label})"
                 if len(runs) > 1 else f"shipped ({label})")
-        rows.append(task.row(name, run.metrics))
-    extra = []
-    if len(runs) > 1:
-        summary = results["seed_summary"]
-        extra = ["", f"over {len(runs)} seeds (mean ± std): " + ", ".join(
-            f"{k} {v['mean']:g} ± {v['std']:g}" for k, v in summary.items()),
-            f"shipped: seed {best.seed}, the lowest validation error "
-            f"({best.validation_error:.4f}); the budget holds for "
-            f"{sum(s['budget_holds'] for s in results['seeds'])} of {len(runs)} seeds"]
+        rows.append(row(task, name, run.metrics))
     return report(f"{task.name} {args.version}: test split, measured on the .tflite",
-                  task.header, rows, verdicts,
-                  task.summary_lines(details, data) + micro_lines(metrics, details) + extra
-                  + ship_lines
+                  header(task), rows, verdicts,
+                  probe_lines(task, details, data) + micro_lines(metrics, details)
+                  + seed_lines(runs, best, record) + ship_lines
                   + [f"{'wrote ' + ', '.join(written) if written else 'wrote nothing'}; "
                      + time_line(getattr(args, "started", None), loaded, baselines_done,
                                  seeds_done, runs)])
+
+
+def seed_lines(runs, best, record):
+    """With --seeds, the mean and spread over the seeds and which one shipped."""
+    if len(runs) == 1:
+        return []
+    return ["", f"over {len(runs)} seeds (mean ± std): " + ", ".join(
+        f"{k} {v['mean']:g} ± {v['std']:g}" for k, v in record["seed_summary"].items()),
+        f"shipped: seed {best.seed}, the lowest validation error "
+        f"({best.validation_error:.4f}); the budget holds for "
+        f"{sum(s['budget_holds'] for s in record['seeds'])} of {len(runs)} seeds"]
+
+
+def best_run(runs):
+    """The seed that ships: the lowest validation error (the test split never picks)."""
+    return min(runs, key=lambda run: run.validation_error)
+
+
+def results_record(task, args, recipe, data, runs, baselines, search_info):
+    """The results JSON of a training run, from its parts in one place
+    (``results.record``: a key two parts write is an error, not an overwrite)."""
+    from common.tflite import optimize
+    best = best_run(runs)
+    verdicts = check_budget(recipe.limits(), best.metrics)
+    seeds = {}
+    if len(runs) > 1:
+        seeds = {"seeds": [
+            {"seed": run.seed, "validation_error": run.validation_error,
+             "metrics": run.metrics,
+             "budget_holds": budget_holds(check_budget(recipe.limits(), run.metrics)),
+             **({"noise": run.details["noise"]} if "noise" in run.details else {})}
+            for run in runs], "seed_summary": seed_summary(runs)}
+    return results.record(
+        ("the run", {"task": task.name, "version": args.version, "seed": best.seed,
+                     "recipe": dataclasses.asdict(recipe)}),
+        ("the task's describe", task.describe(data, recipe)),
+        ("the model", {"sparsity": optimize.weight_sparsity(best.model),
+                       "tflite_sparsity": optimize.tflite_weight_sparsity(
+                           best.tflite_bytes),
+                       "weight_types": optimize.weight_types(best.tflite_bytes),
+                       "fit": best.fit_info}),
+        ("the baselines", baselines),
+        ("the search", {"search": search_info}),
+        ("the measured details", best.details),
+        ("the verdicts", {"metrics": best.metrics, "budget": verdicts,
+                          "budget_holds": budget_holds(verdicts),
+                          "created": datetime.datetime.now(datetime.timezone.utc)
+                          .isoformat(timespec="seconds"),
+                          "libraries": artifacts.library_versions()}),
+        ("the seeds", seeds),
+        # the pair's bond: the JSON names the .tflite.zlib it belongs to
+        ("the file", {"model_sha256": artifacts.sha256_bytes(best.compressed)}))
 
 
 def time_line(started, loaded, baselines_done, seeds_done, runs):
@@ -383,7 +439,7 @@ def c_files(task, args, stem, tflite_bytes, metrics, details, data):
     """The model as C source for a TFLM firmware when --export-c asks, else nothing."""
     if not args.export_c:
         return {}
-    from common import c_export
+    from common.tflite import c_export
     io = details["io"]
     return c_export.c_source(stem, tflite_bytes, metrics["arena_bytes"], io["input_shape"],
                              io["input_quantization"], io["output_quantization"],
@@ -419,8 +475,8 @@ def evaluate(task, args, recipe):
     if warning:
         print(warning, file=sys.stderr, flush=True)
     data = task.load(args, recipe, evaluating=model)
-    metrics, details = measure(task, model.tflite_bytes, data, recipe, "test", args)
-    metrics.update(model.sizes())
+    metrics, details = measure(task, model.tflite_bytes, data, recipe, "test",
+                               MeasureSettings.from_args(args), model.sizes())
     size_note = ("size verdict on the file's own bytes" if model.compressed else
                  f"raw .tflite ({metrics['tflite_bytes']} B): the size verdict is on "
                  f"its zlib size ({metrics['zlib_bytes']} B), the .tflite.zlib the "
@@ -431,9 +487,9 @@ def evaluate(task, args, recipe):
         artifacts.publish(args.out_dir, files)
         size_note += f"; wrote {', '.join(os.path.join(args.out_dir, f) for f in files)}"
     return report(f"{task.name} {args.version}: {args.evaluate} on the test split",
-                  task.header, [task.row(os.path.basename(args.evaluate), metrics)],
+                  header(task), [row(task, os.path.basename(args.evaluate), metrics)],
                   check_budget(recipe.limits(), metrics),
-                  task.summary_lines(details, data) + micro_lines(metrics, details)
+                  probe_lines(task, details, data) + micro_lines(metrics, details)
                   + [size_note])
 
 
@@ -480,13 +536,11 @@ def search_task(task, args, recipe, data):
     and are measured on the validation split only."""
     space = task.search_space
     fixed = search.fixed_knobs(args)
-    measure_args = task.search_args(args)
+    settings = MeasureSettings.from_args(args).for_search()
 
     def evaluate(trial_recipe, seed):
         _, tflite_bytes, _ = task.train(trial_recipe, data, seed, verbose=False)
-        metrics, _ = measure(task, tflite_bytes, data, trial_recipe, "val", measure_args)
-        metrics.update(artifacts.sizes(tflite_bytes, artifacts.compress(tflite_bytes)))
-        return metrics
+        return measure(task, tflite_bytes, data, trial_recipe, "val", settings)[0]
 
     name = f"{task.name}_{args.version}"
     shipped = os.path.join(args.out_dir, f"{name}.json")

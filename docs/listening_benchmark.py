@@ -26,12 +26,14 @@ sys.path.insert(0, ROOT)
 import common  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
-from common import artifacts, cli, micro, speech, stream  # noqa: E402
+from common import artifacts, cli  # noqa: E402
+from common.kws import speech, stream  # noqa: E402
+from common.tflite import micro  # noqa: E402
 
 
 def benchmark(version, data_dir, split_dir):
     """``{metrics, details, cost}`` of one shipped model."""
-    from common.runtime import Runner
+    from common.tflite.runtime import Runner
     spotter = stream.read_spotter(os.path.join(ROOT, "models", f"kws_{version}.tflite.zlib"))
     corpus = speech.Corpus(data_dir, split_dir, 0, ("val", "test"), spotter.labels)
     clips = corpus.load(spotter.features.sample_rate)

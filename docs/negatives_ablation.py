@@ -24,7 +24,7 @@ sys.path.insert(0, ROOT)
 
 import kws_train  # noqa: E402
 from common import artifacts  # noqa: E402
-from common.negatives import Negatives, UNKNOWN_KINDS  # noqa: E402
+from common.kws.negatives import Negatives, UNKNOWN_KINDS  # noqa: E402
 
 VARIANTS = {"all (shipped)": Negatives(),
             "silence only": Negatives(unknown_fraction=0.0, unknown_kinds=()),

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from common import audio, speech
 from common.errors import UserError
-from common.runtime import measure_latency
+from common.kws import audio, speech
+from common.tflite.runtime import measure_latency
 from conftest import tone, wav_extensible_bytes, write_wav
 
 STFT_56 = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128,
@@ -225,9 +225,10 @@ def test_augment_is_seeded_and_bounded():
 
 
 def test_latency_checker_returns_positive_figures(tmp_path):
-    from common import models, optimize
+    from common.kws import model as kws_model
+    from common.tflite import optimize
     config = audio.FeatureConfig()
-    model = models.ds_cnn(0.05, config.shape, (2, 1))
+    model = kws_model.ds_cnn(0.05, config.shape, (2, 1))
     tflite = optimize.convert(model, "float")
     rng = np.random.default_rng(0)
     result = measure_latency(tflite, lambda: rng.uniform(-1, 1, 48000).astype(np.float32),

@@ -111,7 +111,7 @@ def test_bad_input_is_one_stderr_line_before_tensorflow_loads(args, fragment):
 
 def test_model_errors_after_tensorflow_loads_are_still_one_line(tmp_path):
     import zlib
-    from common import tflite_file
+    from common.tflite import tflite_file
     csv = write_jena_csv(tmp_path / "jena.csv", 300)
     # a TFLite header on garbage passes the file check, not the flatbuffer parser
     fake = tmp_path / "fake.tflite"

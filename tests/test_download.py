@@ -15,8 +15,10 @@ import zipfile
 
 import pytest
 
-from common import download, jena, speech
+from common import download
 from common.errors import UserError
+from common.forecast import jena
+from common.kws import speech
 from conftest import LABELS, ROOT, tone, write_jena_csv, write_wav
 
 JENA_ZIP = jena.URL.rsplit("/", 1)[-1]      # jena_climate_2009_2016.csv.zip

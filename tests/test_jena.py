@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from common import jena
 from common.errors import UserError
+from common.forecast import jena
 from conftest import START, write_jena_csv
 
 
@@ -220,11 +220,11 @@ def test_a_piped_csv_is_read_once_and_its_checksum_is_of_what_was_read(tmp_path)
     writer = threading.Thread(target=feed, daemon=True)
     writer.start()
     try:
-        task = forecast_train.Forecast()
+        task = forecast_train.Forecast(forecast_train.RECIPES)
         args = pipeline.parse_args(task, ["--version", "b", "--csv", f"/dev/fd/{read_end}"])
         recipe = pipeline.resolve_recipe(task.recipes, args)
         data = task.load(args, recipe)
-        described = task.describe(args, data, recipe)["data"]
+        described = task.describe(data, recipe)["data"]
     finally:
         writer.join(10)
         os.close(read_end)

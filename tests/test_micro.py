@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import forecast_train
-from common import micro
 from common.errors import UserError
+from common.tflite import micro
 from conftest import write_jena_csv
 from test_cli import assert_bad_input, run_in_process
 
@@ -87,9 +87,10 @@ def test_micro_without_the_extra_says_how_to_install(tmp_path, capsys, monkeypat
 
 @needs_micro
 def test_micro_runner_matches_the_desktop_interpreter_on_an_int8_model():
-    from common import models, optimize
-    from common.runtime import Runner
-    model = models.ds_cnn(0.1, (49, 10, 1), (2, 1))
+    from common.kws import model as kws_model
+    from common.tflite import optimize
+    from common.tflite.runtime import Runner
+    model = kws_model.ds_cnn(0.1, (49, 10, 1), (2, 1))
     rng = np.random.default_rng(0)
     calibration = rng.normal(2.0, 1.0, size=(20, 49, 10, 1)).astype(np.float32)
     tflite = optimize.convert(model, "int8", calibration)

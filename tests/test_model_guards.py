@@ -11,9 +11,10 @@ import tf_keras as keras
 
 import forecast_train
 import kws_train
-from common import models, optimize, training
 from common.cli import run_main
-from common.runtime import Runner
+from common.kws import model as kws_model
+from common.tflite import optimize, training
+from common.tflite.runtime import Runner
 from conftest import LABELS, write_jena_csv
 
 CALIBRATION_SIGMAS = 5.0  # README: integer calibration covers +/- 5 standard deviations
@@ -35,14 +36,15 @@ def textures(n, seed, shape=(16, 8, 1)):
 
 
 def fit_ds_cnn(train, val, epochs, batch_size, sparsity=0.0, prune_epochs=(0, 1),
-               **kwargs):
+               prune_depthwise=True, **kwargs):
     training.set_seed(0)
     return training.fit(
-        models.ds_cnn(0.05, train[0].shape[1:], (2, 1), n_classes=4), train, val,
-        epochs=epochs, batch_size=batch_size, lr_schedule=training.step_schedule(0.01, ()),
+        kws_model.ds_cnn(0.05, train[0].shape[1:], (2, 1), n_classes=4), train, val,
+        training.TrainingSettings(epochs=epochs, batch_size=batch_size, learning_rate=0.01,
+                                  sparsity=sparsity, prune_epochs=prune_epochs,
+                                  prune_depthwise=prune_depthwise),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"], sparsity=sparsity,
-        prune_epochs=prune_epochs, verbose=0, **kwargs)
+        metrics=["accuracy"], verbose=0, **kwargs)
 
 
 def tflite_ops(tflite_bytes):
@@ -109,9 +111,9 @@ class Spies:
         self.fits, self.converts = [], []
         real_fit, real_convert = training.fit, optimize.convert
 
-        def fit(model, train, val, **kwargs):
+        def fit(model, train, val, settings, **kwargs):
             self.fits.append({"train": train, "val": val})
-            return real_fit(model, train, val, **kwargs)
+            return real_fit(model, train, val, settings, **kwargs)
 
         def convert(*args, **kwargs):
             bound = inspect.signature(real_convert).bind(*args, **kwargs)
@@ -209,7 +211,7 @@ def test_pruned_tflite_weights_are_sparse(pruned_ds_cnn, mode):
     model, info, calibration = pruned_ds_cnn
     tflite = optimize.convert(model, mode, calibration)
     tensors = optimize.tflite_weight_sparsity(tflite)
-    filters = models.hidden_units(0.05, base=256)
+    filters = kws_model.filters(0.05)
     depthwise = [t for t in tensors if t["shape"] == [1, 3, 3, filters]]  # TFLite layout
     kernels = [t for t in tensors if t not in depthwise]
     assert len(depthwise) == 2 and len(kernels) == 4  # conv, pw1, pw2, logits
@@ -267,10 +269,9 @@ def test_fit_keeps_a_pruned_epoch_even_when_a_dense_one_was_better():
     inputs = keras.Input((16,))
     model = keras.Model(inputs, keras.layers.Dense(16, use_bias=False, name="map")(inputs))
     model, info = training.fit(
-        model, train, val, epochs=5, batch_size=32,
-        lr_schedule=training.step_schedule(0.05, ()), loss="mse",
-        optimizer=keras.optimizers.Adam(0.05), sparsity=0.9, prune_epochs=(2, 3),
-        verbose=0)
+        model, train, val, training.TrainingSettings(
+            epochs=5, batch_size=32, learning_rate=0.05, sparsity=0.9, prune_epochs=(2, 3)),
+        loss="mse", verbose=0)
     losses = info["val_loss"]
     assert min(losses[:3]) < 0.5 * min(losses[3:])  # dense epochs really were better
     assert info["best_epoch"] >= 4  # 1-based: after pruning ended at epoch index 3
@@ -295,7 +296,7 @@ def test_kws_end_to_end_reaches_high_accuracy_on_tones(tmp_path, capsys):
 # --- 8. pruning says which layers stay dense ----------------------------------
 
 def test_prune_reports_dense_layers_and_rejects_unknown_ones():
-    model = models.ds_cnn(0.05, (16, 8, 1), (2, 1), n_classes=4)
+    model = kws_model.ds_cnn(0.05, (16, 8, 1), (2, 1), n_classes=4)
     pruned, dense = optimize.prune(model, 0.5, 0, 10, frequency=10)
     wrapped = [layer.name for layer in pruned.layers if "prune_low_magnitude" in layer.name]
     assert sorted(wrapped) == sorted(f"prune_low_magnitude_{name}" for name in

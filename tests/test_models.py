@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from common import jena, models
+from common.forecast import jena
+from common.forecast import model as forecast_model
+from common.kws import model as kws_model
 
 NORMALIZER = jena.Normalizer(mean=(10.0, 60.0), std=(5.0, 20.0))
 
@@ -16,7 +18,7 @@ def trainable_params(model):
     (1.0, 1, 12 * 128 + 128 + 128 * 12 + 12),
 ])
 def test_mlp_parameter_counts(alpha, layers, expected):
-    model = models.mlp(alpha, layers, NORMALIZER)
+    model = forecast_model.mlp(alpha, layers, NORMALIZER)
     assert trainable_params(model) == expected
     assert model.output_shape == (None, 12)
     # the persistence skip is frozen: 12x12 kernel + 12 biases, not trained
@@ -24,7 +26,7 @@ def test_mlp_parameter_counts(alpha, layers, expected):
 
 
 def test_untrained_mlp_forecasts_persistence():
-    model = models.mlp(0.3, 2, NORMALIZER)
+    model = forecast_model.mlp(0.3, 2, NORMALIZER)
     raw = np.array([[8.0, 70.0]] * 5 + [[12.5, 55.0]], np.float32)
     x = NORMALIZER(raw).reshape(1, 12)
     out = model.predict(x, verbose=0).reshape(6, 2)
@@ -38,7 +40,7 @@ def test_untrained_mlp_forecasts_persistence():
     ((32, 32, 1), (2, 2), (16, 16)),
 ])
 def test_ds_cnn_filters_and_strides(alpha, filters, shape, strides, out_hw):
-    model = models.ds_cnn(alpha, shape, strides)
+    model = kws_model.ds_cnn(alpha, shape, strides)
     conv = model.get_layer("conv")
     assert conv.filters == filters and conv.strides == strides and not conv.use_bias
     assert model.get_layer("pw1").filters == filters == model.get_layer("pw2").filters
@@ -48,17 +50,17 @@ def test_ds_cnn_filters_and_strides(alpha, filters, shape, strides, out_hw):
 
 @pytest.mark.parametrize("layers", [1, 2])
 def test_folding_the_persistence_skip_keeps_the_outputs(layers):
-    model = models.mlp(0.2, layers, NORMALIZER)
+    model = forecast_model.mlp(0.2, layers, NORMALIZER)
     rng = np.random.default_rng(0)
     for layer in model.layers:
         if layer.trainable and layer.get_weights():
             layer.set_weights([rng.normal(size=w.shape).astype(np.float32) * 0.3
                                for w in layer.get_weights()])
-    folded = models.fold_persistence(model)
+    folded = forecast_model.fold_persistence(model)
     x = rng.normal(size=(64, 12)).astype(np.float32) * 2
     np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-4)
     assert "persistence" not in [layer.name for layer in folded.layers]
     assert not any(isinstance(layer, type(model.get_layer("forecast")))
                    for layer in folded.layers)
-    assert folded.get_layer("hidden1").units == models.hidden_units(0.2) + 4
+    assert folded.get_layer("hidden1").units == forecast_model.hidden_units(0.2) + 4

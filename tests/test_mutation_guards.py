@@ -14,11 +14,15 @@ import numpy as np
 import pytest
 
 import kws_train
-from common import (artifacts, audio, c_export, pipeline, specaugment, speech,
-                    tflite_file, training)
-from common.distill import Distillation
-from common.runtime import Runner
-from common.specaugment import SpecAugment
+from common import artifacts, pipeline
+from common.kws import audio, specaugment, speech
+from common.kws import reports
+from common.kws import train as kws_train_module
+from common.kws.distill import Distillation
+from common.kws.features import METADATA as FEATURES_METADATA, features_text
+from common.kws.specaugment import SpecAugment
+from common.tflite import c_export, tflite_file, training
+from common.tflite.runtime import Runner
 from conftest import LABELS
 from test_cli import run_in_process
 from test_regularizers import FakeCorpus, masked_bands, runs
@@ -182,7 +186,7 @@ def test_kws_passes_the_recipes_masker_to_training_and_never_masks_validation(
         made.append((spec, real_masker(spec)))
         return made[-1][1]
 
-    def fit(model, train, val, **kwargs):
+    def fit(model, train, val, settings, **kwargs):
         seen.append((val, kwargs["batch_transform"]))
         raise Stop
 
@@ -195,7 +199,7 @@ def test_kws_passes_the_recipes_masker_to_training_and_never_masks_validation(
     for recipe in (kws_train.RECIPES["b"],
                    dataclasses.replace(kws_train.RECIPES["b"], spec_augment=None)):
         with pytest.raises(Stop):
-            kws_train.fit_ds_cnn(recipe, features, features.train[1], 0, False)
+            kws_train_module.fit_ds_cnn(recipe, features, features.train[1], 0, False)
     for val, _ in seen:  # validation as it is, unmasked
         assert val[0] is features.val[0] and val[1] is features.val[1]
     assert [spec for spec, _ in made] == [kws_train.RECIPES["b"].spec_augment]
@@ -259,7 +263,7 @@ def test_every_teacher_recipe_field_changes_the_teacher_cache_key():
     features = SimpleNamespace(train=(None, y), val=(None, y[:8]))
 
     def key(teacher):
-        return kws_train.teacher_cache_key(teacher, FakeCorpus(), features)
+        return kws_train_module.teacher_cache_key(teacher, FakeCorpus(), features)
 
     base, keys, ignored = key(teacher), {}, []
     for path, twin in variants(teacher):
@@ -329,9 +333,9 @@ def test_a_model_with_unsorted_labels_is_read_in_its_own_order(tmp_path, speech_
     predictions, clip by clip. (The noise and listening reports are left out: they
     read the same labels, and take minutes.)"""
     import tf_keras as keras
-    monkeypatch.setattr(kws_train.KeywordSpotting, "measure_robustness",
-                        lambda *args: ({}, {}))
-    from common import optimize
+    for report in ("noise_report", "robustness_report", "listening_report"):
+        monkeypatch.setattr(reports, report, lambda *args: ({}, {}))
+    from common.tflite import optimize
     config = kws_train.RECIPES["b"].features
     inputs = keras.Input(config.shape)
     model = keras.Model(inputs, keras.layers.Dense(8, kernel_initializer=keras.initializers
@@ -348,7 +352,7 @@ def test_a_model_with_unsorted_labels_is_read_in_its_own_order(tmp_path, speech_
                               ("reversed", reversed_model, LABELS[::-1])):
         tflite = tflite_file.with_metadata(
             tflite_file.with_labels(optimize.convert(net, "float"), labels),
-            kws_train.FEATURES_METADATA, kws_train.features_text(config))
+            FEATURES_METADATA, features_text(config))
         path = tmp_path / f"{name}.tflite"
         path.write_bytes(tflite)
         code, out, err = run_in_process(kws_train.main, argv + ["--evaluate", str(path)],
@@ -363,7 +367,7 @@ def test_a_model_with_unsorted_labels_is_read_in_its_own_order(tmp_path, speech_
 def test_int8_conversion_prints_no_stray_native_line_unless_verbose(capfd, monkeypatch):
     import common
     import tf_keras as keras
-    from common import optimize
+    from common.tflite import optimize
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
     samples = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
@@ -383,14 +387,14 @@ def test_an_unwritable_teacher_cache_is_a_stderr_warning_and_not_called_cached(
         return SimpleNamespace(predict=lambda x, **kw: np.zeros((len(x), 8))), {
             "best_val_loss": 1.0}
 
-    monkeypatch.setattr(kws_train, "fit_ds_cnn", fit)
+    monkeypatch.setattr(kws_train_module, "fit_ds_cnn", fit)
     recipe = dataclasses.replace(kws_train.RECIPES["b"], distillation=Distillation())
     (tmp_path / "blocked").mkdir()
     (tmp_path / "blocked" / "cache").write_text("")  # the cache folder cannot be made
     for data_dir, cached in ((tmp_path / "blocked", False), (tmp_path / "ok", True)):
         corpus = FakeCorpus()
         corpus.data_dir = str(data_dir)
-        _, info = kws_train.KeywordSpotting().teacher_logits(recipe, corpus, features, False)
+        _, info = kws_train_module.Teachers().get(recipe, corpus, features, False)
         captured = capsys.readouterr()
         assert ("logits cached in" in captured.out) == cached
         assert ("warning: teacher cache not written" in captured.err) == (not cached)
@@ -413,7 +417,7 @@ def test_the_summary_says_where_the_time_went(tmp_path, capsys):
 
 def test_latency_records_the_host_load_and_warns_once_when_busy(monkeypatch, capsys):
     import tf_keras as keras
-    from common import optimize, runtime
+    from common.tflite import optimize, runtime
     inputs = keras.Input((4,))
     tflite = optimize.convert(keras.Model(inputs, keras.layers.Dense(2)(inputs)), "float")
     cores = os.cpu_count()

@@ -3,7 +3,7 @@ the noise-robust training augmentation (SPEC.md, "Beyond the course")."""
 import numpy as np
 import pytest
 
-from common import noise, speech
+from common.kws import noise, speech
 
 RATE = 16000
 SLOPES = {"white": 0.0, "pink": -1.0, "brown": -2.0}  # log10 power per decade of f

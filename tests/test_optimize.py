@@ -2,11 +2,14 @@ import zlib
 
 import numpy as np
 import pytest
-import tf_keras as keras
 
-from common import artifacts, jena, models, optimize, training
+from common import artifacts
 from common.errors import UserError
-from common.runtime import Runner
+from common.forecast import jena
+from common.forecast import model as forecast_model
+from common.kws import model as kws_model
+from common.tflite import optimize, training
+from common.tflite.runtime import Runner
 
 NORMALIZER = jena.Normalizer(mean=(10.0, 60.0), std=(5.0, 20.0))
 
@@ -22,10 +25,10 @@ def tiny_regression(n=256, seed=0):
 def test_pruning_reaches_target_sparsity(sparsity):
     x, y = tiny_regression()
     model, info = training.fit(
-        models.mlp(0.3, 1, NORMALIZER), (x, y), (x[:64], y[:64]), epochs=4, batch_size=32,
-        lr_schedule=training.step_schedule(0.01, ()), loss="mae",
-        optimizer=keras.optimizers.Adam(0.01), sparsity=sparsity, prune_epochs=(1, 3),
-        verbose=0)
+        forecast_model.mlp(0.3, 1, NORMALIZER), (x, y), (x[:64], y[:64]),
+        training.TrainingSettings(epochs=4, batch_size=32, learning_rate=0.01,
+                                  sparsity=sparsity, prune_epochs=(1, 3)),
+        loss="mae", verbose=0)
     reached = optimize.weight_sparsity(model)
     assert set(reached) == {"hidden1", "change"}   # the frozen skip is not pruned
     for value in reached.values():
@@ -36,7 +39,7 @@ def test_pruning_reaches_target_sparsity(sparsity):
 
 
 def test_tflite_weight_sparsity_reads_the_shipped_weights():
-    model = models.mlp(0.3, 1, NORMALIZER)
+    model = forecast_model.mlp(0.3, 1, NORMALIZER)
     kernel, bias = model.get_layer("hidden1").get_weights()  # [12 inputs, 38 units]
     kernel[:3] = 0.0
     model.get_layer("hidden1").set_weights([kernel, bias])
@@ -54,7 +57,7 @@ def test_step_schedule():
 
 
 def test_int8_conversion_has_int8_weights_and_runs():
-    model = models.ds_cnn(0.1, (49, 10, 1), (2, 1))
+    model = kws_model.ds_cnn(0.1, (49, 10, 1), (2, 1))
     calibration = np.random.default_rng(0).normal(size=(20, 49, 10, 1)).astype(np.float32)
     tflite = optimize.convert(model, "int8", calibration)
     types = optimize.weight_types(tflite)
@@ -69,7 +72,7 @@ def test_depthwise_pruning_leaves_unpruned_conversion_unchanged():
     it back, so an unpruned model (kws b, c) converts to the same bytes, and a
     prune/strip round trip without training leaves no trace in config or file."""
     training.set_seed(0)
-    model = models.ds_cnn(0.05, (49, 10, 1), (2, 1))
+    model = kws_model.ds_cnn(0.05, (49, 10, 1), (2, 1))
     calibration = np.random.default_rng(0).normal(size=(8, 49, 10, 1)).astype(np.float32)
     reference = optimize.convert(model, "int8", calibration)
     config = model.get_config()
@@ -88,7 +91,7 @@ def test_depthwise_pruning_leaves_unpruned_conversion_unchanged():
 
 def test_float_conversion_matches_keras_and_slim_removes_names():
     x, _ = tiny_regression(8)
-    model = models.mlp(0.3, 1, NORMALIZER)
+    model = forecast_model.mlp(0.3, 1, NORMALIZER)
     model.get_layer("change").set_weights(
         [w + 0.1 for w in model.get_layer("change").get_weights()])
     tflite = optimize.convert(model, "float")
@@ -99,7 +102,7 @@ def test_float_conversion_matches_keras_and_slim_removes_names():
 
 
 def test_int16x8_keeps_persistence_precise():
-    model = models.mlp(0.3, 1, NORMALIZER)
+    model = forecast_model.mlp(0.3, 1, NORMALIZER)
     x, _ = tiny_regression(64)
     tflite = optimize.convert(model, "int16x8", x)
     runner = Runner(tflite)
@@ -109,7 +112,7 @@ def test_int16x8_keeps_persistence_precise():
 
 
 def test_round_mantissa_bounds_error_and_keeps_frozen_layers():
-    model = models.mlp(0.3, 1, NORMALIZER)
+    model = forecast_model.mlp(0.3, 1, NORMALIZER)
     before = [layer.get_weights() for layer in model.layers]
     optimize.round_mantissa(model, 8)
     for layer, old in zip(model.layers, before):
@@ -123,7 +126,7 @@ def test_round_mantissa_bounds_error_and_keeps_frozen_layers():
 
 
 def test_zlib_file_round_trips_and_corrupt_file_is_rejected(tmp_path):
-    tflite = optimize.convert(models.mlp(0.1, 1, NORMALIZER), "float")
+    tflite = optimize.convert(forecast_model.mlp(0.1, 1, NORMALIZER), "float")
     compressed = artifacts.compress(tflite)
     assert zlib.decompress(compressed) == tflite
     path, _ = artifacts.publish(str(tmp_path), {"m.tflite.zlib": compressed,

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 import kws_train
-from common import distill, specaugment, training
-from common.distill import Distillation
-from common.specaugment import SpecAugment
+from common.kws import distill, specaugment
+from common.kws import train as kws_train_module
+from common.kws.distill import Distillation
+from common.kws.specaugment import SpecAugment
+from common.tflite import training
 from conftest import LABELS
 from test_model_guards import fit_ds_cnn, kws_argv, run_cli, textures, tone_dataset
 
@@ -174,7 +176,7 @@ def test_teacher_cache_key_changes_with_what_changes_the_teacher_only():
     features = SimpleNamespace(train=(None, y), val=(None, y[:8]))
 
     def key(teacher=teacher, data=FakeCorpus(), features=features):
-        return kws_train.teacher_cache_key(teacher, data, features)
+        return kws_train_module.teacher_cache_key(teacher, data, features)
 
     base = key()
     relabelled = SimpleNamespace(train=(None, np.roll(y, 1)), val=features.val)
@@ -200,13 +202,13 @@ def test_kws_trains_the_teacher_once_and_distills_label_aligned_targets(
         teacher_alpha=0.2, weight=1.0, temperature=1.0), learning_rate=0.01)
     monkeypatch.setitem(kws_train.RECIPES, "b", recipe)
     calls = []
-    real_fit = kws_train.fit_ds_cnn
+    real_fit = kws_train_module.fit_ds_cnn
 
     def spy(recipe, features, targets, seed, verbose):
         calls.append((recipe.alpha, targets))
         return real_fit(recipe, features, targets, seed, verbose)
 
-    monkeypatch.setattr(kws_train, "fit_ds_cnn", spy)
+    monkeypatch.setattr(kws_train_module, "fit_ds_cnn", spy)
     argv = ["--version", "b", *kws_argv(data_dir, tmp_path / "out", "--epochs", "12",
                                         "--alpha", "0.1", "--seeds", "0,1")]
     code, _ = run_cli(kws_train.main, argv, capsys)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from common import optimize, runtime
-from common.runtime import Runner
+from common.tflite import optimize, runtime
+from common.tflite.runtime import Runner
 
 
 def offset_regressor():

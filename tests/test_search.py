@@ -345,15 +345,18 @@ def test_kws_search_trial_end_to_end(tmp_path, speech_dir, capsys):
     assert "alpha" not in rows[0]  # fixed on the command line, so not searched
 
 
-@pytest.mark.parametrize("script, version", [("kws_train", "a"), ("kws_train", "b"),
-                                             ("kws_train", "c"), ("kws_train", "d"),
-                                             ("kws_train", "e"), ("forecast_train", "a"),
-                                             ("forecast_train", "b")])
+SPACES = {"kws_train": "common.kws.search_space",
+          "forecast_train": "common.forecast.search_space"}
+
+
+@pytest.mark.parametrize("script, version", [  # every version of every script
+    (script, version) for script in SPACES
+    for version in __import__(script).RECIPES])
 def test_recipes_are_points_of_the_search_space(script, version):
     import importlib
     import optuna
-    module = importlib.import_module(script)
-    recipe, space = module.RECIPES[version], module.SEARCH_SPACE
+    recipe = importlib.import_module(script).RECIPES[version]
+    space = importlib.import_module(SPACES[script]).SEARCH_SPACE
     trial = optuna.trial.FixedTrial(space.params(recipe))
     assert space.suggest(trial, recipe, fixed=set()) == recipe
 
@@ -468,7 +471,7 @@ def test_kws_search_space_rebuilds_each_shipped_recipe(version):
     knobs must rebuild exactly its features and learning rate from them."""
     import optuna
     import kws_train
+    from common.kws.search_space import search_knobs, search_params
     recipe = kws_train.RECIPES[version]
-    knobs = kws_train.search_knobs(optuna.trial.FixedTrial(kws_train.search_params(recipe)),
-                                   recipe)
+    knobs = search_knobs(optuna.trial.FixedTrial(search_params(recipe)), recipe)
     assert knobs == {"features": recipe.features, "learning_rate": recipe.learning_rate}

@@ -28,7 +28,8 @@ class ConstantTask(pipeline.Task):
     name = "const"
     description = "constant models"
     recipes = {"x": ConstantRecipe()}
-    header = ["model", "mae", ".tflite B", ".tflite.zlib B"]
+    columns = (pipeline.Column("mae", "mae"), pipeline.Column(".tflite B", "tflite_bytes"),
+               pipeline.Column(".tflite.zlib B", "zlib_bytes"))
     search_space = pipeline.SearchSpace(
         knobs=None, ranges={}, epoch_fields=(), params=None,
         error=lambda metrics, recipe: metrics["mae"], error_label="mae",
@@ -40,7 +41,7 @@ class ConstantTask(pipeline.Task):
 
     def train(self, recipe, data, seed, verbose):
         import tf_keras as keras
-        from common import optimize
+        from common.tflite import optimize
         inputs = keras.Input((2,))
         outputs = keras.layers.Dense(1, kernel_initializer="zeros",
                                      bias_initializer=keras.initializers.Constant(seed))(inputs)
@@ -52,9 +53,6 @@ class ConstantTask(pipeline.Task):
 
     def score(self, outputs, y, data):
         return {"mae": round(float(np.abs(outputs - y).mean()), 4)}, {}
-
-    def row(self, name, metrics):
-        return [name, metrics["mae"], metrics["tflite_bytes"], metrics["zlib_bytes"]]
 
 
 def test_seeds_report_mean_and_spread_and_ship_the_best_validation_seed(tmp_path,

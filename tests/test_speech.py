@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from common import audio, speech
 from common.errors import UserError
+from common.kws import audio, speech
 from conftest import LABELS
 
 

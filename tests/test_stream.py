@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import LABELS, ROOT, write_wav
-from common import audio, negatives, speech, stream
 from common.errors import UserError
+from common.kws import audio, negatives, speech, stream
 
 
 # --- the scoring rule ---------------------------------------------------------

@@ -15,8 +15,10 @@ import pytest
 
 import forecast_train
 import kws_train
-from common import artifacts, optimize, tflite_file
+from common import artifacts
 from common.errors import UserError
+from common.kws.features import METADATA as FEATURES_METADATA
+from common.tflite import optimize, tflite_file
 from conftest import ROOT, write_jena_csv
 from test_cli import FAST_KWS, assert_bad_input, kws_args, run_in_process, run_script
 
@@ -288,7 +290,7 @@ def assert_recorded_as(recorded, recipe, where="recipe"):
 
 @pytest.mark.parametrize("stem", SHIPPED)
 def test_committed_model_matches_its_json(stem):
-    from common.runtime import Runner
+    from common.tflite.runtime import Runner
     report = json.loads(open(os.path.join(MODELS, f"{stem}.json")).read())
     path = os.path.join(MODELS, f"{stem}.tflite.zlib")
     tflite = zlib.decompress(open(path, "rb").read())
@@ -308,9 +310,9 @@ def test_committed_model_matches_its_json(stem):
     if report["task"] == "kws":
         assert tuple(runner.input_shape) == (1, *recipe.features.shape)
         assert tflite_file.read_labels(tflite, path) == report["labels"]
-        features = tflite_file.read_metadata(tflite, kws_train.FEATURES_METADATA)
-        assert features is not None, f"{stem} records no features"
-        assert json.loads(features) == report["recipe"]["features"]
+        recorded = tflite_file.read_metadata(tflite, FEATURES_METADATA)
+        assert recorded is not None, f"{stem} records no features"
+        assert json.loads(recorded) == report["recipe"]["features"]
         assert tuple(runner.output["shape"]) == (1, len(report["labels"]))
         detector = tflite_file.read_metadata(tflite, "detector")  # a listening version's
         assert (detector is not None) == (recipe.negatives is not None)

@@ -18,7 +18,7 @@ import zlib
 
 import numpy as np
 
-from common import audio
+from common.kws import audio
 
 REPORT_SEED = 1818
 _CHUNK = 64  # clips transformed at once: bounds the FFT temporaries' memory

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common import audio, negatives, noise
 from common.errors import UserError
+from common.kws import audio, negatives, noise
 
 HIT_WINDOW_S = 0.75
 DETECTOR_METADATA = "detector"
@@ -483,7 +483,7 @@ def listening_cost(tflite_bytes, config, settings, labels=None, seconds=60.0,
     every hop) on one thread, on ``seconds`` of noise, and its own memory (``labels``
     None: every output a keyword)."""
     import time
-    from common.runtime import Runner
+    from common.tflite.runtime import Runner
     runner = Runner(tflite_bytes, num_threads=1)
     labels = labels or [str(i) for i in range(int(runner.output["shape"][-1]))]
     signal = background(seconds, config.sample_rate, np.random.default_rng(seed))
@@ -512,7 +512,7 @@ class Spotter:
 
 def recorded_settings(tflite_bytes, path="the model"):
     """The detector settings a model records (a listening version's), else None."""
-    from common import tflite_file
+    from common.tflite import tflite_file
     recorded = tflite_file.read_metadata(tflite_bytes, DETECTOR_METADATA)
     return DetectorSettings.from_text(recorded, path) if recorded else None
 
@@ -521,8 +521,10 @@ def read_spotter(path):
     """The model at ``path`` (.tflite or .tflite.zlib) with its labels, feature
     configuration and (for a listening version) detector settings, all from its
     metadata. A file this pipeline did not write as a keyword spotter is a UserError."""
-    from common import artifacts, tflite_file
+    from common import artifacts
+    from common.kws import features
+    from common.tflite import tflite_file
     model = artifacts.read_model(path)
     tflite = model.tflite_bytes
     return Spotter(path, tflite, tflite_file.read_labels(tflite, path),
-                   tflite_file.read_features(tflite, path), recorded_settings(tflite, path))
+                   features.read_features(tflite, path), recorded_settings(tflite, path))

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common import audio, negatives, noise, progress, robustness
+from common import progress
+from common.kws import audio, negatives, noise, robustness
 from common.errors import UserError
 
 URL = "http://storage.googleapis.com/download.tensorflow.org/data/mini_speech_commands.zip"
@@ -436,7 +437,7 @@ class Corpus:
         """``{condition: features}`` of ``split`` under each of the robustness report's
         conditions (``robustness.CONDITIONS``, fixed seed), computed once: every
         seed's model and every model of a search share them."""
-        from common import robustness
+        from common.kws import robustness
         key = (config, split)
         if key not in self.perturbed:
             waves = self.load(config.sample_rate).splits[split][0]

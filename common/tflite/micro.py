@@ -13,7 +13,7 @@ import numpy as np
 
 import common
 from common.errors import UserError
-from common.runtime import dequantize, quantize
+from common.tflite.runtime import dequantize, quantize
 
 INSTALL_HINT = "pip install -r requirements-micro.txt"
 _ARENA_LINE = re.compile(r"Arena allocation total (\d+) bytes")

@@ -224,6 +224,8 @@ class ForecastData:
     val: tuple
     test: tuple
     rows: int
+    file: str = ""    # the CSV's file name and sha256 (for the results JSON)
+    sha256: str = ""
 
 
 def prepare(series, normalizer=None):

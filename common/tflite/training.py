@@ -2,6 +2,7 @@
 best-on-validation checkpoint selection, and pruning-aware fitting."""
 import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
+import dataclasses
 import math
 import random
 
@@ -10,7 +11,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-from common import optimize
+from common.tflite import optimize
 
 
 def set_seed(seed):
@@ -51,25 +52,52 @@ class BestOnValidation(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
 
-def fit(model, train, val, *, epochs, batch_size, lr_schedule, loss, optimizer,
-        sparsity=0.0, prune_epochs=(0, 1), prune_depthwise=True, metrics=(), verbose=1,
-        batch_transform=None):
-    """Train (and prune, when ``sparsity`` > 0) and return ``(stripped_model, info)``.
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    """How ``fit`` trains: the epochs, the batch size, Adam at ``learning_rate`` divided
+    by 10 at each of ``lr_drop_epochs``, and magnitude pruning to ``sparsity`` from
+    ``prune_epochs[0]`` to ``prune_epochs[1]`` (DepthwiseConv2D kernels too when
+    ``prune_depthwise``). A recipe holds these fields under the same names."""
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    lr_drop_epochs: tuple = ()
+    sparsity: float = 0.0
+    prune_epochs: tuple = (0, 1)
+    prune_depthwise: bool = True
 
-    ``train`` and ``val`` are ``(x, y)`` arrays. Pruning runs from ``prune_epochs[0]``
-    to ``prune_epochs[1]`` (clipped to the run's length); the best validation epoch is
-    chosen after it. ``prune_depthwise``: prune DepthwiseConv2D kernels too (see
-    ``optimize.prune``). ``info``: the kept epoch (1-based) and its validation loss, the
-    validation loss of every epoch, and ``dense_layers``, the trainable layers whose
-    kernel pruning left dense (None without pruning).
+    @classmethod
+    def of(cls, recipe):
+        """The training fields of ``recipe`` (any object holding them by name; a
+        field it lacks takes its default)."""
+        return cls(**{f.name: getattr(recipe, f.name) for f in dataclasses.fields(cls)
+                      if hasattr(recipe, f.name)})
+
+
+def fit(model, train, val, settings, *, loss, metrics=(), verbose=1, batch_transform=None):
+    """Train (and prune, when ``settings.sparsity`` > 0) and return
+    ``(stripped_model, info)``.
+
+    ``settings``: a ``TrainingSettings`` or a recipe with its fields (read through
+    ``TrainingSettings.of``). ``train`` and ``val`` are ``(x, y)`` arrays. Pruning
+    runs from ``prune_epochs[0]`` to ``prune_epochs[1]`` (clipped to the run's
+    length); the best validation epoch is chosen after it. ``prune_depthwise``: prune
+    DepthwiseConv2D kernels too (see ``optimize.prune``). ``info``: the kept epoch
+    (1-based) and its validation loss, the validation loss of every epoch, and
+    ``dense_layers``, the trainable layers whose kernel pruning left dense (None
+    without pruning).
 
     ``batch_transform``: a TensorFlow function ``(x, y) -> (x, y)`` applied to each
     shuffled training batch, drawn anew every epoch (``specaugment.masker``); the
     validation data is never transformed. ``train[1]`` may hold integer labels or
     per-class target distributions (distillation); ``loss`` must match.
     """
+    s = TrainingSettings.of(settings)
+    epochs, batch_size, sparsity, prune_epochs = (s.epochs, s.batch_size, s.sparsity,
+                                                  s.prune_epochs)
     steps_per_epoch = math.ceil(len(train[0]) / batch_size)
-    callbacks = [keras.callbacks.LearningRateScheduler(lr_schedule)]
+    callbacks = [keras.callbacks.LearningRateScheduler(
+        step_schedule(s.learning_rate, s.lr_drop_epochs))]
     first_epoch, dense_layers = 0, None
     if sparsity > 0:
         end = max(1, min(prune_epochs[1], epochs - 1))
@@ -77,12 +105,13 @@ def fit(model, train, val, *, epochs, batch_size, lr_schedule, loss, optimizer,
         model, dense_layers = optimize.prune(model, sparsity, begin * steps_per_epoch,
                                              end * steps_per_epoch,
                                              frequency=steps_per_epoch,
-                                             depthwise=prune_depthwise)
+                                             depthwise=s.prune_depthwise)
         callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
         first_epoch = min(end, epochs - 1)
     best = BestOnValidation(first_epoch=first_epoch)
     callbacks.append(best)
-    model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))
+    model.compile(optimizer=keras.optimizers.Adam(s.learning_rate), loss=loss,
+                  metrics=list(metrics))
     if batch_transform is None:
         inputs = {"x": train[0], "y": train[1], "batch_size": batch_size, "shuffle": True}
     else:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common import audio, noise
 from common.errors import UserError
+from common.kws import audio, noise
 
 BACKGROUND, UNKNOWN = "_silence_", "_unknown_"
 NON_KEYWORDS = (BACKGROUND, UNKNOWN)

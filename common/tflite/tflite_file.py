@@ -9,7 +9,6 @@ import common
 from common.errors import UserError
 
 LABELS = "labels"
-FEATURES = "features"  # a keyword spotter's front end (audio.FeatureConfig as JSON)
 
 
 def _flatbuffer_utils():
@@ -60,20 +59,6 @@ def read_required(tflite_bytes, path, name):
         raise UserError(f"{path!r} records no {name} (no '{name}' metadata): models "
                         "written by this pipeline carry it; retrain it")
     return text
-
-
-def read_features(tflite_bytes, path):
-    """The feature configuration a keyword spotter records; a model without one or
-    with a damaged one is a UserError. A field the record lacks (added to
-    FeatureConfig since) takes its default."""
-    import json
-    from common import audio
-    text = read_required(tflite_bytes, path, FEATURES)
-    try:
-        return audio.FeatureConfig(**json.loads(text))
-    except (ValueError, TypeError):  # not JSON, not an object, unknown or bad fields
-        raise UserError(f"{path!r} has damaged 'features' metadata (not a feature "
-                        "configuration); retrain it") from None
 
 
 def read_labels(tflite_bytes, path):

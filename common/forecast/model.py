@@ -1,6 +1,5 @@
-"""Model builders (Keras 2 via tf_keras, as tfmot needs): ``mlp`` for forecasting,
-``ds_cnn`` for keyword spotting (the scripts call them directly), and
-``fold_persistence``."""
+"""The forecaster's model (Keras 2 via tf_keras, as tfmot needs): ``mlp`` with its
+frozen persistence skip, and ``fold_persistence``, the same function without the skip."""
 import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import numpy as np
@@ -50,25 +49,6 @@ def mlp(alpha, hidden_layers, normalizer, input_steps=6, output_steps=6, n_vars=
     model = keras.Model(inputs, outputs, name=f"mlp{hidden_layers}")
     skip.set_weights(skip_weights)
     return model
-
-
-def ds_cnn(alpha, input_shape, first_strides, n_classes=8, batch_size=None):
-    """The reference DS-CNN: Conv2D(256a, 3x3, ``first_strides``), BN, ReLU; two
-    depthwise-separable blocks; global average pooling; Dense logits."""
-    filters = hidden_units(alpha, base=256)
-    inputs = keras.Input(input_shape, batch_size=batch_size, name="features")
-    x = keras.layers.Conv2D(filters, 3, strides=first_strides, padding="same",
-                            use_bias=False, name="conv")(inputs)
-    x = keras.layers.BatchNormalization(name="conv_bn")(x)
-    x = keras.layers.ReLU(name="conv_relu")(x)
-    for i in (1, 2):
-        x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"dw{i}")(x)
-        x = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"pw{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"pw{i}_bn")(x)
-        x = keras.layers.ReLU(name=f"pw{i}_relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(n_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name="ds_cnn")
 
 
 def fold_persistence(model, skip_name="persistence"):

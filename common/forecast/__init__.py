@@ -1,0 +1,2 @@
+"""The Jena-climate forecaster: its recipe, data (CSV loading, split, normalization,
+windows), model, search space and the task the pipeline runs."""
