@@ -13,6 +13,7 @@ from common.kws import audio, speech
 from common.kws.negatives import Negatives
 from common.kws.recipe import KwsRecipe
 from common.kws.specaugment import SpecAugment
+from common.kws.speech import Perturbation
 from common.kws.task import KeywordSpotting
 
 MFCC = audio.FeatureConfig()
@@ -34,6 +35,22 @@ STRIDE_2X2 = (2, 2)  # halves the largest activations: the tensor arena (TFLM's 
 # for an 8-minute teacher, so no recipe uses it.
 MASK_MFCC = SpecAugment(time_masks=2, max_time_width=5, freq_masks=1, max_freq_width=2)
 MASK_STFT = SpecAugment(time_masks=2, max_time_width=5, freq_masks=2, max_freq_width=4)
+# Issue 18: the talker, the room and the microphone as augmentation ingredients, each
+# drawn per augmented copy (speech.Perturbation), with a shift of +-250 ms. Chosen on
+# validation figures (docs/robustness_ablation.py on d, seed 0; README's ablation):
+# each kept ingredient lifts its own conditions (without the shift -1.5 points on a
+# moved word, without speed -2.6 slower, without reverb -3.0 in the long room; the
+# band takes the telephone from 73.8 to 92.8); a level ingredient did not pay.
+ROBUST_INGREDIENTS = {
+    "speed": (Perturbation("speed", 0.4, 0.85, 1.15),),
+    "warp": (Perturbation("warp", 0.4, 0.9, 1.1),),
+    "reverb": (Perturbation("reverb", 0.4, 0.2, 0.8),),
+    "band": (Perturbation("lowpass", 0.25, 2500.0, 7000.0),
+             Perturbation("highpass", 0.25, 100.0, 400.0)),
+    "tilt": (Perturbation("tilt", 0.4, -6.0, 6.0),),
+}
+ROBUST = speech.Augmentation(copies=3, max_shift_s=0.25, perturbations=tuple(
+    p for kind in ROBUST_INGREDIENTS.values() for p in kind))
 
 RECIPES = {
     # All four: a first convolution of stride 2x2 (the arena is set by the largest
@@ -43,7 +60,9 @@ RECIPES = {
     # (depthwise kernels too; alpha 0.4 at 80 %, 0.5 kB smaller, scored 0.8 points
     # less over 3 seeds); b: dense; c: log-STFT resized to 40x40 (56x56 needs a
     # 124 kB arena); d: the micro_speech envelope, under 20 KB of arena and 32 KB of
-    # flash.
+    # flash. d also trains on the talker, room and microphone ingredients (ROBUST,
+    # issue 18); b with them fell to 94.04 % clean over 3 seeds, under its 94.5 %
+    # target, so it keeps the noise-robust copies alone; a and c were not tried.
     "a": KwsRecipe(features=MFCC, alpha=0.3, sparsity=0.5, first_stride=STRIDE_2X2,
                    spec_augment=MASK_MFCC, max_zlib_bytes=25000),
     "b": KwsRecipe(features=MFCC, alpha=0.25, sparsity=0.0, first_stride=STRIDE_2X2,
@@ -52,11 +71,11 @@ RECIPES = {
                    spec_augment=MASK_STFT, augmentation=speech.Augmentation(copies=4),
                    max_zlib_bytes=45000, max_total_ms=40.0),
     "d": KwsRecipe(features=MFCC, alpha=0.235, sparsity=0.0, first_stride=STRIDE_2X2,
-                   spec_augment=MASK_MFCC, max_zlib_bytes=32768, max_flash_bytes=32768,
-                   max_arena_bytes=20480),
+                   spec_augment=MASK_MFCC, augmentation=ROBUST, max_zlib_bytes=32768,
+                   max_flash_bytes=32768, max_arena_bytes=20480),
     # e: d's network and envelope, listening: two more outputs (background, unknown
     # speech) trained on negatives made from the training clips and generated noise
-    # (common/negatives.py); the detector's settings are chosen on validation audio
+    # (common/kws/negatives.py); the detector's settings are chosen on validation audio
     # and recorded in the model.
     "e": KwsRecipe(features=MFCC, alpha=0.235, sparsity=0.0, first_stride=STRIDE_2X2,
                    spec_augment=MASK_MFCC, max_zlib_bytes=32768, max_flash_bytes=32768,
