@@ -218,8 +218,8 @@ def test_streamed_wav_with_unknown_data_size_holds_the_rest_of_the_file(
 def test_augment_is_seeded_and_bounded():
     clips = np.tile(known_signal(), (4, 1))
     aug = speech.Augmentation(copies=1)
-    a = speech.augment(clips, aug, np.random.default_rng(3))
-    b = speech.augment(clips, aug, np.random.default_rng(3))
+    a = speech.augment(clips, aug, np.random.default_rng(3), 16000)
+    b = speech.augment(clips, aug, np.random.default_rng(3), 16000)
     assert np.array_equal(a, b) and a.shape == clips.shape and np.abs(a).max() <= 1.0
     assert not np.array_equal(a, clips)
 

@@ -112,7 +112,7 @@ def test_augment_shifts_are_zero_filled_moves_both_ways_negative_earlier():
     length, n = 1000, 300
     ramp = np.linspace(0.1, 0.9, length, dtype=np.float32)  # no zero sample anywhere
     out = speech.augment(np.tile(ramp, (n, 1)), quiet_augmentation(max_shift_s=0.05),
-                         np.random.default_rng(0))
+                         np.random.default_rng(0), 16000)
     shifts = []
     for row in out:
         leading = int(np.argmax(row != 0))
@@ -133,7 +133,8 @@ def test_augment_shifts_are_zero_filled_moves_both_ways_negative_earlier():
 def test_augment_gives_each_example_its_own_gain():
     n = 200
     out = speech.augment(np.full((n, 100), 0.5, np.float32),
-                         quiet_augmentation(gain_range=(0.5, 1.5)), np.random.default_rng(0))
+                         quiet_augmentation(gain_range=(0.5, 1.5)), np.random.default_rng(0),
+                         16000)
     gains = out[:, 0] / 0.5
     np.testing.assert_allclose(out, np.broadcast_to(0.5 * gains[:, None], out.shape),
                                rtol=1e-6)  # one gain a row
@@ -152,7 +153,7 @@ def test_background_speech_never_comes_from_the_example_itself():
                              snr_db_range=(6.0, 6.0))
     sources = []
     for seed in range(60):
-        added = speech.augment(clips, aug, np.random.default_rng(seed)) - clips
+        added = speech.augment(clips, aug, np.random.default_rng(seed), 16000) - clips
         spectrum = np.abs(np.fft.rfft(added, axis=1))
         sources.append([int(np.flatnonzero(cycles == k)[0])
                         for k in spectrum.argmax(axis=1)])

@@ -168,10 +168,10 @@ def test_augment_is_seeded():
     clips = tones(64, 0.3)
     before = clips.copy()
     aug = speech.Augmentation(copies=1)
-    a = speech.augment(clips, aug, np.random.default_rng(5))
+    a = speech.augment(clips, aug, np.random.default_rng(5), 16000)
     assert a.dtype == np.float32 and a.shape == clips.shape
-    assert np.array_equal(a, speech.augment(clips, aug, np.random.default_rng(5)))
-    assert not np.allclose(a, speech.augment(clips, aug, np.random.default_rng(6)))
+    assert np.array_equal(a, speech.augment(clips, aug, np.random.default_rng(5), 16000))
+    assert not np.allclose(a, speech.augment(clips, aug, np.random.default_rng(6), 16000))
     assert np.array_equal(clips, before)  # the input is not modified
 
 
@@ -182,7 +182,7 @@ def test_augment_mixes_noise_kinds_in_their_proportions_at_snrs_in_range(snr_ran
     aug = speech.Augmentation(copies=1, snr_db_range=snr_range, **PLAIN)
     assert (aug.clean_fraction, aug.speech_fraction, aug.colours) == (
         0.2, 0.25, ("white", "pink", "brown"))  # the documented defaults
-    out = speech.augment(clips, aug, np.random.default_rng(7))
+    out = speech.augment(clips, aug, np.random.default_rng(7), 16000)
     assert np.abs(out).max() <= 1.0
     kinds, snrs = kinds_of_noise(clips, out)
     kind = np.array([k for k, _ in kinds])
@@ -218,7 +218,7 @@ def test_augment_snr_is_relative_to_the_example_after_its_gain():
     clips = tones(200)
     aug = speech.Augmentation(copies=1, max_shift_s=0.0, gain_range=(0.5, 0.5),
                               clean_fraction=0.0, snr_db_range=(12.0, 12.0))
-    out = speech.augment(clips, aug, np.random.default_rng(11))
+    out = speech.augment(clips, aug, np.random.default_rng(11), 16000)
     np.testing.assert_allclose(measured_snr(0.5 * clips, out), 12.0, atol=0.01)
 
 
@@ -226,11 +226,12 @@ def test_augment_draws_only_the_given_colours_and_fractions():
     clips = tones(300)
     aug = speech.Augmentation(copies=1, colours=("brown",), speech_fraction=0.0,
                               clean_fraction=0.0, snr_db_range=(5.0, 5.0), **PLAIN)
-    kinds, snrs = kinds_of_noise(clips, speech.augment(clips, aug, np.random.default_rng(8)))
+    kinds, snrs = kinds_of_noise(clips, speech.augment(clips, aug, np.random.default_rng(8),
+                                                       16000))
     assert all(k == "colour" and abs(slope + 2) < 0.25 for k, slope in kinds)
     np.testing.assert_allclose(snrs, 5.0, atol=0.01)
     aug = speech.Augmentation(copies=1, clean_fraction=1.0, **PLAIN)
-    assert np.array_equal(speech.augment(clips, aug, np.random.default_rng(8)), clips)
+    assert np.array_equal(speech.augment(clips, aug, np.random.default_rng(8), 16000), clips)
 
 
 def test_augment_leaves_silence_silent_and_a_silent_background_is_not_used():
@@ -239,7 +240,7 @@ def test_augment_leaves_silence_silent_and_a_silent_background_is_not_used():
     # every example noisy, all background speech: but clip 0's candidates are silent
     aug = speech.Augmentation(copies=1, clean_fraction=0.0, speech_fraction=1.0,
                               snr_db_range=(10.0, 10.0), **PLAIN)
-    out = speech.augment(clips, aug, np.random.default_rng(9))
+    out = speech.augment(clips, aug, np.random.default_rng(9), 16000)
     assert not out[1:].any()
     kinds, snrs = kinds_of_noise(clips[:1], out[:1])
     assert kinds[0][0] == "colour" and abs(snrs[0] - 10.0) < 0.01
@@ -248,7 +249,7 @@ def test_augment_leaves_silence_silent_and_a_silent_background_is_not_used():
 def test_augment_clips_to_full_scale():
     clips = np.tile(np.sign(sine(440)) * 0.99, (50, 1)).astype(np.float32)
     aug = speech.Augmentation(copies=1, clean_fraction=0.0, snr_db_range=(0.0, 0.0))
-    out = speech.augment(clips, aug, np.random.default_rng(10))
+    out = speech.augment(clips, aug, np.random.default_rng(10), 16000)
     assert np.abs(out).max() == 1.0
 
 

@@ -191,7 +191,8 @@ def plain_augmentation(*perturbations, **fields):
 
 @pytest.mark.parametrize("fields", [dict(kind="loudness", probability=0.5, low=0, high=1),
                                     dict(kind="level", probability=1.5, low=0, high=1),
-                                    dict(kind="level", probability=0.5, low=2, high=1)])
+                                    dict(kind="level", probability=0.5, low=2, high=1),
+                                    dict(kind="reverb", probability=0.5, low=0, high=1)])
 def test_perturbation_rejects_an_unknown_kind_probability_or_range(fields):
     from common.kws import speech
     with pytest.raises(ValueError):
@@ -202,14 +203,14 @@ def test_each_example_gets_a_perturbation_with_its_probability_and_range():
     from common.kws import speech
     clips = np.tile(tone(1000), (600, 1))
     aug = plain_augmentation(speech.Perturbation("level", 0.3, -12.0, -6.0))
-    out = speech.augment(clips, aug, np.random.default_rng(3))
+    out = speech.augment(clips, aug, np.random.default_rng(3), 16000)
     change = db(np.array([rms(o) for o in out]) / rms(clips[0]))
     touched = change < -0.01
     assert abs(touched.mean() - 0.3) < 0.06
     assert np.all(np.abs(change[~touched]) < 1e-4)  # the rest as they were
     assert change[touched].min() > -12.01 and change[touched].max() < -5.99
     assert change[touched].min() < -11.5 and change[touched].max() > -6.5  # the range
-    assert np.array_equal(out, speech.augment(clips, aug, np.random.default_rng(3)))
+    assert np.array_equal(out, speech.augment(clips, aug, np.random.default_rng(3), 16000))
 
 
 def test_microphone_perturbations_filter_the_noise_too():
@@ -220,29 +221,58 @@ def test_microphone_perturbations_filter_the_noise_too():
                              speech.Perturbation("highpass", 1.0, 300.0, 300.0),
                              clean_fraction=0.0, speech_fraction=0.0,
                              colours=("white",), snr_db_range=(0.0, 0.0))
-    out = speech.augment(clips, aug, np.random.default_rng(4))
+    out = speech.augment(clips, aug, np.random.default_rng(4), 16000)
     spectrum = np.abs(np.fft.rfft(out.astype(np.float64), axis=1)) ** 2
     outside = spectrum[:, 2001:].sum(1) + spectrum[:, :300].sum(1)
     assert np.all(outside < 1e-6 * spectrum.sum(1))  # the white noise is band-limited
-    assert np.all(spectrum[:, 1500] > 0)  # and was added: inside the band, not a tone bin
+    # and was added: at 0 dB the tone's power spread over 8000 bins, 1/8000 of its bin's
+    assert np.all(spectrum[:, 1100:1900].mean(1) > 1e-5 * spectrum[:, 1000])
+
+
+BEFORE_NOISE = {"speed", "warp", "reverb"}  # the talker and the room; the rest: the mic
+
+
+@pytest.mark.parametrize("kind", ["speed", "warp", "reverb", "lowpass", "highpass", "tilt",
+                                  "level"])
+def test_each_kind_joins_before_or_after_the_noise(kind, monkeypatch):
+    from common.kws import speech
+    seen = []
+
+    def stub(x, rate, rng, value):
+        seen.append(x.copy())
+        return x
+    assert speech.PERTURBATIONS[kind][1] == (kind in BEFORE_NOISE)
+    monkeypatch.setitem(speech.PERTURBATIONS, kind, (stub, speech.PERTURBATIONS[kind][1]))
+    clips = np.tile(tone(1000), (3, 1))
+    speech.augment(clips, plain_augmentation(
+        speech.Perturbation(kind, 1.0, 1.0, 1.0), clean_fraction=0.0, speech_fraction=0.0,
+        snr_db_range=(0.0, 0.0)), np.random.default_rng(0), 16000)
+    assert len(seen) == 3
+    clean = [np.array_equal(x[0], clips[0]) for x in seen]
+    assert all(clean) if kind in BEFORE_NOISE else not any(clean)
 
 
 def test_talker_and_room_perturbations_are_the_reports_functions():
     from common.kws import speech
     clip = tone(500)[None]
     speed = speech.augment(clip, plain_augmentation(
-        speech.Perturbation("speed", 1.0, 0.93, 0.93)), np.random.default_rng(0))
+        speech.Perturbation("speed", 1.0, 0.93, 0.93)), np.random.default_rng(0), 16000)
     # the factor on the 0.05 grid (source rates at multiples of 800 Hz)
     np.testing.assert_allclose(speed, robustness.speed(clip, RATE, None, 0.95), atol=1e-6)
     warp = speech.augment(clip, plain_augmentation(
-        speech.Perturbation("warp", 1.0, 1.1, 1.1)), np.random.default_rng(0))
+        speech.Perturbation("warp", 1.0, 1.1, 1.1)), np.random.default_rng(0), 16000)
     np.testing.assert_allclose(warp, robustness.warp(clip, RATE, None, 1.1), atol=1e-6)
     click = np.zeros((1, RATE), np.float32)
     click[0, 100] = 0.5
     room = speech.augment(click, plain_augmentation(
-        speech.Perturbation("reverb", 1.0, 0.3, 0.3)), np.random.default_rng(0))[0]
+        speech.Perturbation("reverb", 1.0, 0.3, 0.3)), np.random.default_rng(0), 16000)[0]
     assert np.count_nonzero(np.abs(room[100:]) > 1e-4) > 0.2 * RATE  # a 0.3 s tail
     assert np.abs(room[:100]).max() < 1e-6  # nothing before the click
+    # one source distance: 0.7 s has a direct-to-reverberant ratio of -3.7 dB
+    room = speech.augment(click, plain_augmentation(
+        speech.Perturbation("reverb", 1.0, 0.7, 0.7)), np.random.default_rng(0), 16000)[0]
+    assert 10 * np.log10(room[100] ** 2 / np.sum(room[101:] ** 2)) == pytest.approx(
+        -3.68, abs=0.05)
 
 
 def test_the_recipes_perturbations_reach_the_augmented_copies():

@@ -1,6 +1,7 @@
 """The robustness report's perturbations: ways a user's audio differs from the
 dataset's other than noise (level, word position, room, microphone, speaking rate,
-vocal tract).
+vocal tract). The same functions are the training augmentation's talker, room and
+microphone ingredients (``speech.Perturbation``), drawn there per example.
 
 Each perturbation is a pure numpy function ``f(clips, rate, rng, **params)`` on a
 batch of 1 s clips ``[n, samples]`` (float32) at ``rate`` Hz, returning a new batch

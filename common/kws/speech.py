@@ -104,6 +104,11 @@ class Perturbation:
             raise ValueError(f"probability must be in [0, 1], got {self.probability}")
         if self.low > self.high:
             raise ValueError(f"{self.kind}: low {self.low} > high {self.high}")
+        if self.kind in POSITIVE_KINDS and self.low <= 0:
+            raise ValueError(f"{self.kind} needs a range above 0, got low {self.low}")
+
+
+POSITIVE_KINDS = ("speed", "warp", "reverb", "lowpass")  # factors, seconds, a cut in Hz
 
 
 def _speed(x, rate, rng, factor):
@@ -148,7 +153,9 @@ def perturb(clips, perturbations, before_noise, rate, rng):
 @dataclass(frozen=True)
 class Augmentation:
     """Waveform augmentation of the training set, drawn per example and per copy: a
-    time shift, a gain, then (for most examples) additive noise at a random SNR.
+    time shift, a gain, then (for most examples) additive noise at a random SNR;
+    ``perturbations`` (``Perturbation``: talker, room, microphone) join before and
+    after the noise.
 
     The SNR is relative to the example's own power after shift and gain (SPEC.md's
     definition, ``noise.mix_at_snr``); the noise is coloured Gaussian noise
@@ -193,7 +200,7 @@ class Augmentation:
 _MIX_ROWS = 256  # examples mixed at once: bounds the temporaries' memory
 
 
-def augment(clips, aug, rng, rate=audio.DATASET_RATE):
+def augment(clips, aug, rng, rate):
     """One augmented copy of ``clips`` (``[n, samples]``, float32), every random draw
     from ``rng`` (the same seed gives the same copy); ``clips`` is not modified.
 
