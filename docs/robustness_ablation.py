@@ -86,7 +86,8 @@ def record(path, name, entry):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", default="d")
+    parser.add_argument("--version", default="d", choices=("a", "b", "c", "d"),
+                        help="an 8-keyword version (e's corpus needs its made negatives)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", help="comma-separated variant names")
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
@@ -106,32 +107,34 @@ def main():
         report = json.load(open(path.replace(".tflite.zlib", ".json")))
         record(out, f"{args.version} shipped, {report['model_sha256'][:12]}", {
             "version": args.version, "seed": report["seed"],
-            "augmentation": dataclasses.asdict(base.augmentation),
+            "augmentation": report["recipe"]["augmentation"],  # the model's, not today's
             "val": validation_figures(zlib.decompress(open(path, "rb").read()), corpus,
                                       base),
             "test": report["metrics"]})
-    for name in names:
-        recipe = dataclasses.replace(base, augmentation=table[name])
-        kws_train.RECIPES[args.version] = recipe
-        with tempfile.TemporaryDirectory() as scratch:
-            argv = ["--version", args.version, "--seed", str(args.seed), "--out-dir",
-                    scratch, "--data-dir", args.data_dir, "--quiet", "--latency-runs",
-                    "10", "--latency-pause", "0"]
-            if args.epochs:
-                argv += ["--epochs", str(args.epochs)]
-            kws_train.main(argv)
-            stem = os.path.join(scratch, f"kws_{args.version}")
-            report = json.load(open(stem + ".json"))
-            tflite = zlib.decompress(open(stem + ".tflite.zlib", "rb").read())
-        entry = {"version": args.version, "seed": args.seed,
-                 "augmentation": dataclasses.asdict(recipe.augmentation),
-                 "train_seconds": report["metrics"].get("train_seconds"),
-                 "val": validation_figures(tflite, corpus, recipe),
-                 "test": {k: v for k, v in report["metrics"].items()
-                          if k.startswith(("accuracy", "robust_"))}}
-        record(out, f"{args.version} {name}", entry)
-        print(name, json.dumps(entry["val"]), flush=True)
-    kws_train.RECIPES[args.version] = base
+    try:
+        for name in names:
+            recipe = dataclasses.replace(base, augmentation=table[name])
+            kws_train.RECIPES[args.version] = recipe
+            with tempfile.TemporaryDirectory() as scratch:
+                argv = ["--version", args.version, "--seed", str(args.seed), "--out-dir",
+                        scratch, "--data-dir", args.data_dir, "--quiet", "--latency-runs",
+                        "10", "--latency-pause", "0"]
+                if args.epochs:
+                    argv += ["--epochs", str(args.epochs)]
+                kws_train.main(argv)
+                stem = os.path.join(scratch, f"kws_{args.version}")
+                report = json.load(open(stem + ".json"))
+                tflite = zlib.decompress(open(stem + ".tflite.zlib", "rb").read())
+            entry = {"version": args.version, "seed": args.seed,
+                     "augmentation": dataclasses.asdict(recipe.augmentation),
+                     "train_seconds": report["metrics"].get("train_seconds"),
+                     "val": validation_figures(tflite, corpus, recipe),
+                     "test": {k: v for k, v in report["metrics"].items()
+                              if k.startswith(("accuracy", "robust_"))}}
+            record(out, f"{args.version} {name}", entry)
+            print(name, json.dumps(entry["val"]), flush=True)
+    finally:
+        kws_train.RECIPES[args.version] = base
 
 
 if __name__ == "__main__":
