@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import kws_train
-from common.kws import audio, robustness
+from common.kws import audio, robustness, speech
 from conftest import LABELS
 from test_model_guards import kws_argv, run_cli, tone_dataset
 
@@ -183,7 +183,6 @@ def _walk(value):
 def plain_augmentation(*perturbations, **fields):
     """An augmentation with no shift, unit gain and (unless given) no noise, so what
     the ``perturbations`` do is all that changes a clip."""
-    from common.kws import speech
     fields = {"copies": 1, "max_shift_s": 0.0, "gain_range": (1.0, 1.0),
               "clean_fraction": 1.0, **fields}
     return speech.Augmentation(perturbations=perturbations, **fields)
@@ -194,13 +193,11 @@ def plain_augmentation(*perturbations, **fields):
                                     dict(kind="level", probability=0.5, low=2, high=1),
                                     dict(kind="reverb", probability=0.5, low=0, high=1)])
 def test_perturbation_rejects_an_unknown_kind_probability_or_range(fields):
-    from common.kws import speech
     with pytest.raises(ValueError):
         speech.Perturbation(**fields)
 
 
 def test_each_example_gets_a_perturbation_with_its_probability_and_range():
-    from common.kws import speech
     clips = np.tile(tone(1000), (600, 1))
     aug = plain_augmentation(speech.Perturbation("level", 0.3, -12.0, -6.0))
     out = speech.augment(clips, aug, np.random.default_rng(3), 16000)
@@ -215,7 +212,6 @@ def test_each_example_gets_a_perturbation_with_its_probability_and_range():
 
 def test_microphone_perturbations_filter_the_noise_too():
     """The band, tilt and level are the microphone's: they come after the noise."""
-    from common.kws import speech
     clips = np.tile(tone(1000), (20, 1))
     aug = plain_augmentation(speech.Perturbation("lowpass", 1.0, 2000.0, 2000.0),
                              speech.Perturbation("highpass", 1.0, 300.0, 300.0),
@@ -235,7 +231,6 @@ BEFORE_NOISE = {"speed", "warp", "reverb"}  # the talker and the room; the rest:
 @pytest.mark.parametrize("kind", ["speed", "warp", "reverb", "lowpass", "highpass", "tilt",
                                   "level"])
 def test_each_kind_joins_before_or_after_the_noise(kind, monkeypatch):
-    from common.kws import speech
     seen = []
 
     def stub(x, rate, rng, value):
@@ -253,7 +248,6 @@ def test_each_kind_joins_before_or_after_the_noise(kind, monkeypatch):
 
 
 def test_talker_and_room_perturbations_are_the_reports_functions():
-    from common.kws import speech
     clip = tone(500)[None]
     speed = speech.augment(clip, plain_augmentation(
         speech.Perturbation("speed", 1.0, 0.93, 0.93)), np.random.default_rng(0), 16000)
@@ -276,7 +270,6 @@ def test_talker_and_room_perturbations_are_the_reports_functions():
 
 
 def test_the_recipes_perturbations_reach_the_augmented_copies():
-    from common.kws import speech
     waves = np.tile(tone(1000, 0.3), (6, 1))
     clips = speech.Clips(["a"], {"train": (waves, np.zeros(6, np.int64))}, {})
     config = audio.FeatureConfig()

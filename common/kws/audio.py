@@ -145,13 +145,18 @@ def _resample_filter(up, down):
     return (h * (up / h.sum())).astype(np.float32), half_len
 
 
+def _up_down(from_rate, to_rate):
+    """The resampling ratio ``to_rate / from_rate`` in lowest terms: ``(up, down)``."""
+    g = math.gcd(from_rate, to_rate)
+    return to_rate // g, from_rate // g
+
+
 def resample(signal, from_rate, to_rate):
     """Polyphase (rational ``up/down``) resampling with a zero-phase FIR filter: only
     the kept output samples are computed. Output length is ``ceil(len * up / down)``,
     as with ``scipy.signal.resample_poly``.
     """
-    g = math.gcd(from_rate, to_rate)
-    up, down = to_rate // g, from_rate // g
+    up, down = _up_down(from_rate, to_rate)
     x = np.asarray(signal, np.float32)
     if up == down:
         return x
@@ -177,8 +182,7 @@ def resample_long(signal, from_rate, to_rate, block_outputs=16000):
     """``resample`` of a recording of any length, in blocks (the one-shot
     version's temporaries grow with the length times the up-sampling factor); each
     block is computed with enough context that the result is the one-shot one."""
-    g = math.gcd(from_rate, to_rate)
-    up, down = to_rate // g, from_rate // g
+    up, down = _up_down(from_rate, to_rate)
     signal = np.asarray(signal, np.float32)
     if up == down:
         return signal

@@ -128,12 +128,12 @@ def _reverb(x, rate, rng, rt60_s):
 # microphone (its band, its colouring, its level and clipping) takes both.
 PERTURBATIONS = {
     "speed": (_speed, True),                      # speaking-rate factor (0.85-1.15)
-    "warp": (lambda x, r, g, v: robustness.warp(x, r, g, v), True),  # mel-axis factor
+    "warp": (robustness.warp, True),              # mel-axis factor
     "reverb": (_reverb, True),                    # RT60 in seconds
     "lowpass": (lambda x, r, g, v: robustness.band(x, r, g, 0.0, v), False),  # cut, Hz
     "highpass": (lambda x, r, g, v: robustness.band(x, r, g, v, r / 2), False),  # Hz
     "tilt": (lambda x, r, g, v: robustness.apply_tilt(x, r, [v]), False),  # dB/octave
-    "level": (lambda x, r, g, v: robustness.level(x, r, g, v), False),  # dB, clipped
+    "level": (robustness.level, False),           # dB, clipped
 }
 
 
