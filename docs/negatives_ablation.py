@@ -16,7 +16,6 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -25,6 +24,7 @@ sys.path.insert(0, ROOT)
 import kws_train  # noqa: E402
 from common import artifacts  # noqa: E402
 from common.kws.negatives import Negatives, UNKNOWN_KINDS  # noqa: E402
+from variant_run import train_variant  # noqa: E402
 
 VARIANTS = {"all (shipped)": Negatives(),
             "silence only": Negatives(unknown_fraction=0.0, unknown_kinds=()),
@@ -48,15 +48,10 @@ def main():
     names = args.only.split(",") if args.only else list(VARIANTS)
     base = kws_train.RECIPES["e"]
     for name in names:
-        kws_train.RECIPES["e"] = dataclasses.replace(base, negatives=VARIANTS[name])
-        with tempfile.TemporaryDirectory() as scratch:
-            argv = ["--version", "e", "--seed", str(args.seed), "--out-dir", scratch,
-                    "--data-dir", args.data_dir, "--quiet", "--latency-runs", "10",
-                    "--latency-pause", "0", "--listening-minutes", args.listening_minutes]
-            if args.epochs:
-                argv += ["--epochs", str(args.epochs)]
-            kws_train.main(argv)
-            report = json.load(open(os.path.join(scratch, "kws_e.json")))
+        recipe = dataclasses.replace(base, negatives=VARIANTS[name])
+        report, _ = train_variant("e", recipe, [
+            "--seed", str(args.seed), "--data-dir", args.data_dir,
+            "--listening-minutes", args.listening_minutes], args.epochs)
         results[name] = {"negatives": dataclasses.asdict(VARIANTS[name]),
                          "epochs": report["recipe"]["epochs"], "seed": args.seed,
                          "best_val_loss": report["fit"]["best_val_loss"],
@@ -64,7 +59,6 @@ def main():
                          **{k: report["metrics"].get(k) for k in KEYS}}
         print(name, results[name], flush=True)
         artifacts.atomic_write_bytes(out, artifacts.json_bytes(results))
-    kws_train.RECIPES["e"] = base
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ same perturbations as the test report's, from the same seed). The test figures o
 each run are recorded beside them for the README, never for choosing.
 
 Each variant is an ordinary ``kws_train.py`` run with the recipe's ``augmentation``
-replaced, into a scratch folder (nothing in models/ changes). Two processes may run
+replaced, into a scratch folder (``variant_run.train_variant``; models/ unchanged). Two processes may run
 at once (``--only``): the JSON is updated under a lock.
 
 Usage: python docs/robustness_ablation.py [--version d] [--seed S] [--only NAME,...]
@@ -34,6 +34,7 @@ from common.kws import speech  # noqa: E402
 from common.kws.speech import Perturbation  # noqa: E402
 from common.kws import reports  # noqa: E402
 from common.tflite.runtime import Runner  # noqa: E402
+from variant_run import train_variant  # noqa: E402
 
 WIDE_SHIFT_S = kws_train.ROBUST.max_shift_s
 NARROW_SHIFT_S = speech.Augmentation().max_shift_s  # the noise-robust copies' own
@@ -111,30 +112,18 @@ def main():
             "val": validation_figures(zlib.decompress(open(path, "rb").read()), corpus,
                                       base),
             "test": report["metrics"]})
-    try:
-        for name in names:
-            recipe = dataclasses.replace(base, augmentation=table[name])
-            kws_train.RECIPES[args.version] = recipe
-            with tempfile.TemporaryDirectory() as scratch:
-                argv = ["--version", args.version, "--seed", str(args.seed), "--out-dir",
-                        scratch, "--data-dir", args.data_dir, "--quiet", "--latency-runs",
-                        "10", "--latency-pause", "0"]
-                if args.epochs:
-                    argv += ["--epochs", str(args.epochs)]
-                kws_train.main(argv)
-                stem = os.path.join(scratch, f"kws_{args.version}")
-                report = json.load(open(stem + ".json"))
-                tflite = zlib.decompress(open(stem + ".tflite.zlib", "rb").read())
-            entry = {"version": args.version, "seed": args.seed,
-                     "augmentation": dataclasses.asdict(recipe.augmentation),
-                     "train_seconds": report["metrics"].get("train_seconds"),
-                     "val": validation_figures(tflite, corpus, recipe),
-                     "test": {k: v for k, v in report["metrics"].items()
-                              if k.startswith(("accuracy", "robust_"))}}
-            record(out, f"{args.version} {name}", entry)
-            print(name, json.dumps(entry["val"]), flush=True)
-    finally:
-        kws_train.RECIPES[args.version] = base
+    for name in names:
+        recipe = dataclasses.replace(base, augmentation=table[name])
+        report, tflite = train_variant(args.version, recipe, [
+            "--seed", str(args.seed), "--data-dir", args.data_dir], args.epochs)
+        entry = {"version": args.version, "seed": args.seed,
+                 "augmentation": dataclasses.asdict(recipe.augmentation),
+                 "train_seconds": report["metrics"].get("train_seconds"),
+                 "val": validation_figures(tflite, corpus, recipe),
+                 "test": {k: v for k, v in report["metrics"].items()
+                          if k.startswith(("accuracy", "robust_"))}}
+        record(out, f"{args.version} {name}", entry)
+        print(name, json.dumps(entry["val"]), flush=True)
 
 
 if __name__ == "__main__":
