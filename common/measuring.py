@@ -3,7 +3,7 @@
 settings resolved once from the command line (``MeasureSettings``)."""
 import dataclasses
 
-from common import artifacts
+from common import artifacts, results
 from common.errors import UserError
 
 SEARCH_LATENCY_RUNS = 30  # a search times each trial briefly: its error is validation's
@@ -62,8 +62,10 @@ def measure(task, tflite_bytes, data, recipe, split, settings, sizes=None):
     for probe in task.probes if settings.extras else ():
         if probe.runs_on(split):
             extra, extra_details = probe.measure(runner, data, recipe, split, settings)
-            metrics.update(extra)
-            details.update(extra_details)
+            # a probe writing a key the score or another probe wrote is a bug (issue 16)
+            metrics = results.record(("the measured metrics", metrics), (probe.name, extra))
+            details = results.record(("the measured details", details),
+                                     (probe.name, extra_details))
     if settings.micro:
         from common.tflite import micro
         device = micro.MicroRunner(tflite_bytes)

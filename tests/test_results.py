@@ -28,3 +28,20 @@ def test_a_task_field_colliding_with_the_pipelines_fails_the_run(tmp_path):
         pipeline.main(CollidingTask(), ["--version", "x", "--out-dir", str(out),
                                         "--no-micro", "--quiet"])
     assert not out.exists() or not list(out.iterdir())  # nothing published
+
+
+class ProbeCollidingTask(ConstantTask):
+    """A probe that writes the score's own key: it would replace the figure the
+    budget judges."""
+    probes = (pipeline.Probe("overwriting probe",
+                             lambda runner, data, recipe, split, settings: (
+                                 {"mae": 0.0}, {}), splits=("test",)),)
+
+
+def test_a_probe_writing_a_measured_key_fails_the_run(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(results.KeyCollision, match="'mae' is written by both the "
+                                                   "measured metrics and overwriting probe"):
+        pipeline.main(ProbeCollidingTask(), ["--version", "x", "--out-dir", str(out),
+                                             "--no-micro", "--quiet"])
+    assert not out.exists() or not list(out.iterdir())
