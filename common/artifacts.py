@@ -117,6 +117,22 @@ class ModelFile:
         return sizes(self.tflite_bytes, compress(self.tflite_bytes))
 
 
+def read_input(path, kind, missing_hint, folder_hint):
+    """The bytes of an input file the user named, read once (a pipe, ``<(...)``, can
+    be read only once, and a checksum must be of the bytes parsed). A folder, a
+    missing or an unreadable file is a UserError naming ``kind`` ("WAV file") and what
+    to do about it."""
+    if os.path.isdir(path):
+        raise UserError(f"{path!r} is a folder, not a {kind}; {folder_hint}")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise UserError(f"{kind} {path!r} does not exist; {missing_hint}") from None
+    except OSError as err:
+        raise UserError(f"cannot read {kind} {path!r}: {err.strerror or err}") from None
+
+
 def read_model(path):
     """Read a ``.tflite`` or ``.tflite.zlib`` file; a missing, unreadable, corrupt or
     oversized file (more than ``MAX_MODEL_BYTES``, read or decompressed) is a

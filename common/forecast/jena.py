@@ -8,7 +8,6 @@ labels stay in raw units (degC, %).
 import csv
 import io
 import itertools
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from common import artifacts
 from common.errors import UserError
 
 COLUMNS = ("T (degC)", "rh (%)")
@@ -32,18 +32,9 @@ NORM_EPSILON = 1e-6
 
 
 def read_bytes(path):
-    """The CSV file's bytes, read once: a pipe (``--csv <(...)``) can be read only once,
-    and the checksum recorded must be that of the bytes parsed."""
-    if os.path.isdir(path):
-        raise UserError(f"{path!r} is a folder, not a CSV file; pass --csv PATH")
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise UserError(f"CSV file {path!r} does not exist; pass --csv PATH or --data-dir "
-                        "DIR with a copy of the Jena climate data") from None
-    except OSError as err:
-        raise UserError(f"cannot read {path!r}: {err.strerror or err}") from None
+    """The CSV file's bytes, read once (``--csv <(...)`` works)."""
+    return artifacts.read_input(path, "CSV file", "pass --csv PATH or --data-dir DIR "
+                                "with a copy of the Jena climate data", "pass --csv PATH")
 
 
 def load_series(path, content=None):

@@ -7,7 +7,6 @@ inference time; the tests check both against TensorFlow.
 """
 import io
 import math
-import os
 import struct
 import wave
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from common import artifacts
 from common.errors import UserError
 
 DATASET_RATE = 16000
@@ -29,15 +29,7 @@ PCM_SUBFORMAT = bytes.fromhex("0100000000001000800000aa00389b71")
 def read_file(path):
     """The bytes of an audio file. Raises UserError for a missing or unreadable file or
     a folder."""
-    if os.path.isdir(path):
-        raise UserError(f"{path!r} is a folder, not a WAV file; {REPLACE}")
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise UserError(f"audio file {path!r} does not exist; check the path") from None
-    except OSError as err:
-        raise UserError(f"cannot read audio file {path!r}: {err.strerror}") from None
+    return artifacts.read_input(path, "WAV file", "check the path", REPLACE)
 
 
 def _extensible_as_pcm(path, content):
