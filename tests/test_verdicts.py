@@ -259,7 +259,7 @@ def test_sigterm_stops_a_run_with_one_line(tmp_path):
             break
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 143
+    assert process.returncode == 143, err[-2000:]  # the stderr says why when it fails
     assert err.strip().splitlines() == ["error: terminated; nothing was written"]
     assert not out.exists()
 
