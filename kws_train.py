@@ -6,6 +6,8 @@ Accuracy is measured by running the .tflite on all test clips, size on the
 .tflite.zlib file, latency with the course's definition (a 1 s 48 kHz signal,
 resampled and turned into features, then set input, invoke, read output).
 """
+import dataclasses
+
 import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 from common import cli, pipeline
@@ -56,6 +58,9 @@ ROBUST = speech.Augmentation(copies=3, max_shift_s=0.25, perturbations=tuple(
 # points clean with the talker and the room too: ROBUST, 94.04 % over 3 seeds).
 CHANNEL = speech.Augmentation(copies=3, max_shift_s=0.25, perturbations=(
     *ROBUST_INGREDIENTS["band"], *ROBUST_INGREDIENTS["tilt"]))
+# c, which keeps four copies (below), with all of them: its long room went from 79.4 to
+# 88.8 % and its clean figure stayed (93.83 % over 3 seeds, 93.84 before).
+ROBUST_4 = dataclasses.replace(ROBUST, copies=4)
 
 RECIPES = {
     # All four: a first convolution of stride 2x2 (the arena is set by the largest
@@ -68,15 +73,16 @@ RECIPES = {
     # flash. d also trains on the talker, room and microphone ingredients (ROBUST,
     # issue 18); b with them fell to 94.04 % clean over 3 seeds, under its 94.5 %
     # target, so it trains on the microphone's alone (CHANNEL: 94.59 % clean, the
-    # telephone band 59.0 -> 88.7 %), and so does a (94.33 %, 64.9 -> 88.4 %).
+    # telephone band 59.0 -> 88.7 %), and so does a (94.33 %, 64.9 -> 88.4 %); c
+    # trains on all of them (ROBUST_4).
     "a": KwsRecipe(features=MFCC, alpha=0.3, sparsity=0.5, first_stride=STRIDE_2X2,
                    spec_augment=MASK_MFCC, augmentation=CHANNEL, max_zlib_bytes=25000),
     "b": KwsRecipe(features=MFCC, alpha=0.25, sparsity=0.0, first_stride=STRIDE_2X2,
                    spec_augment=MASK_MFCC, augmentation=CHANNEL, max_zlib_bytes=35000,
                    max_inference_ms=1.5),
     "c": KwsRecipe(features=STFT_40, alpha=0.25, sparsity=0.0, first_stride=STRIDE_2X2,
-                   spec_augment=MASK_STFT, augmentation=speech.Augmentation(copies=4),
-                   max_zlib_bytes=45000, max_total_ms=40.0),
+                   spec_augment=MASK_STFT, augmentation=ROBUST_4, max_zlib_bytes=45000,
+                   max_total_ms=40.0),
     "d": KwsRecipe(features=MFCC, alpha=0.235, sparsity=0.0, first_stride=STRIDE_2X2,
                    spec_augment=MASK_MFCC, augmentation=ROBUST, max_zlib_bytes=32768,
                    max_flash_bytes=32768, max_arena_bytes=20480),
