@@ -59,15 +59,14 @@ ROBUST = speech.Augmentation(copies=3, max_shift_s=0.25, perturbations=tuple(
 # points clean with the talker and the room too: ROBUST, 94.04 % over 3 seeds).
 CHANNEL = speech.Augmentation(copies=3, max_shift_s=0.25, perturbations=(
     *ROBUST_INGREDIENTS["band"], *ROBUST_INGREDIENTS["tilt"]))
-# c, which keeps four copies (below), with all of them: its long room went from 79.4 to
-# 88.8 % and its clean figure stayed (93.83 % over 3 seeds, 93.84 before).
+# All of them, with the four copies c keeps (below).
 ROBUST_4 = dataclasses.replace(ROBUST, copies=4)
 
 RECIPES = {
     # All four: a first convolution of stride 2x2 (the arena is set by the largest
-    # pair of activations), noise-robust augmentation (speech.Augmentation's
+    # pair of activations), noise-robust augmentation (speech.Augmentation's noise
     # defaults, three copies; c four: validation error 5.46 % against 6.29 % with
-    # three), SpecAugment masking. a: wider and half pruned
+    # three) with issue 18's ingredients, SpecAugment masking. a: wider and half pruned
     # (depthwise kernels too; alpha 0.4 at 80 %, 0.5 kB smaller, scored 0.8 points
     # less over 3 seeds); b: dense; c: log-STFT resized to 40x40 (56x56 needs a
     # 124 kB arena); d: the micro_speech envelope, under 20 KB of arena and 32 KB of
@@ -75,7 +74,8 @@ RECIPES = {
     # issue 18); b with them fell to 94.04 % clean over 3 seeds, under its 94.5 %
     # target, so it trains on the microphone's alone (CHANNEL: 94.59 % clean, the
     # telephone band 59.0 -> 88.7 %), and so does a (94.33 %, 64.9 -> 88.4 %); c
-    # trains on all of them (ROBUST_4).
+    # trains on all of them (ROBUST_4: 93.83 % clean, 93.84 before; the long room
+    # 79.4 -> 88.8 %).
     "a": KwsRecipe(features=MFCC, alpha=0.3, sparsity=0.5, first_stride=STRIDE_2X2,
                    spec_augment=MASK_MFCC, augmentation=CHANNEL, max_zlib_bytes=25000),
     "b": KwsRecipe(features=MFCC, alpha=0.25, sparsity=0.0, first_stride=STRIDE_2X2,
