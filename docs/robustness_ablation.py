@@ -38,10 +38,8 @@ from variant_run import train_variant  # noqa: E402
 
 WIDE_SHIFT_S = kws_train.ROBUST.max_shift_s
 NARROW_SHIFT_S = speech.Augmentation().max_shift_s  # the noise-robust copies' own
-# name -> the perturbations it adds (the shift is a field of its own): the shipped
-# ingredients and the one measured and left out
-INGREDIENTS = {**kws_train.ROBUST_INGREDIENTS,
-               "level": (Perturbation("level", 0.3, -20.0, 20.0),)}
+# name -> the perturbations it adds (the shift is a field of its own)
+INGREDIENTS = kws_train.ROBUST_INGREDIENTS
 
 
 def variant(base, without=None):
