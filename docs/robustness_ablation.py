@@ -120,7 +120,8 @@ def main():
                  "val": validation_figures(tflite, corpus, recipe),
                  "test": {k: v for k, v in report["metrics"].items()
                           if k.startswith(("accuracy", "robust_"))}}
-        record(out, f"{args.version} {name}", entry)
+        suffix = f" (seed {args.seed})" if args.seed else ""  # seed 0's keys have none
+        record(out, f"{args.version} {name}{suffix}", entry)
         print(name, json.dumps(entry["val"]), flush=True)
 
 
