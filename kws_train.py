@@ -44,7 +44,7 @@ MASK_STFT = SpecAugment(time_masks=2, max_time_width=5, freq_masks=2, max_freq_w
 # without reverb -3.0 in the long room, without the warp -1.6 on the upward warp,
 # without the band the telephone band 92.8 -> 75.1 (the tilt: nothing measurable on
 # its own condition, -0.2 on the mean); the level: nothing at seed 0, but over 3 seeds
-# +2.3 at +20 dB clipped (every version's worst condition) and +0.4 on the mean.
+# +2.3 at +20 dB clipped (then every version's worst condition), +0.4 on the mean.
 ROBUST_INGREDIENTS = {
     "speed": (Perturbation("speed", 0.4, 0.85, 1.15),),
     "warp": (Perturbation("warp", 0.4, 0.9, 1.1),),
