@@ -39,12 +39,12 @@ MASK_MFCC = SpecAugment(time_masks=2, max_time_width=5, freq_masks=1, max_freq_w
 MASK_STFT = SpecAugment(time_masks=2, max_time_width=5, freq_masks=2, max_freq_width=4)
 # Issue 18: the talker, the room and the microphone as augmentation ingredients, each
 # drawn per augmented copy (speech.Perturbation), with a shift of +-250 ms. Chosen on
-# validation figures (docs/robustness_ablation.py on d, seed 0; README's ablation):
-# without the shift -1.4 to -1.75 points on a moved word, without speed -2.6 slower,
-# without reverb -3.0 in the long room, without the warp -1.6 on the upward warp,
-# without the band the telephone band 92.8 -> 75.1 (the tilt: nothing measurable on
-# its own condition, -0.2 on the mean); the level: nothing at seed 0, but over 3 seeds
-# +2.3 at +20 dB clipped (then every version's worst condition), +0.4 on the mean.
+# validation figures (docs/robustness_ablation.py on d, seeds 0-2; README's ablation),
+# each left out in turn: without the shift -0.9 / -1.3 points on a word moved earlier /
+# later, without speed -1.6 slower, without reverb -2.95 in the long room, without the
+# warp -0.8 on the upward warp, without the band the telephone band 91.0 -> 68.9,
+# without the level -2.3 at +20 dB clipped (then every version's worst condition; it
+# was dropped at seed 0 alone); the tilt: nothing on its own condition, -0.8 at 10 dB.
 ROBUST_INGREDIENTS = {
     "speed": (Perturbation("speed", 0.4, 0.85, 1.15),),
     "warp": (Perturbation("warp", 0.4, 0.9, 1.1),),
