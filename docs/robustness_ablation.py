@@ -44,8 +44,8 @@ INGREDIENTS = kws_train.ROBUST_INGREDIENTS
 
 def variant(base, without=None):
     """``base`` augmentation with every ingredient except ``without``."""
-    perturbations = tuple(p for name, ps in INGREDIENTS.items() if name != without
-                          for p in ps)
+    perturbations = kws_train.ingredients(*(name for name in INGREDIENTS
+                                            if name != without))
     shift = NARROW_SHIFT_S if without == "shift" else WIDE_SHIFT_S
     return dataclasses.replace(base, max_shift_s=shift, perturbations=perturbations)
 
