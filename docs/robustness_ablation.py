@@ -54,13 +54,25 @@ LOUDER = Perturbation("level", 0.4, -10.0, 20.0)  # more clipped copies: +20 dB 
 #                                                  the worst condition with "all"
 
 
-def variants(base):
+def variants(recipe):
+    """name -> the version's recipe with that variant's augmentation (and, for the
+    mean removal, its front end changed too)."""
+    base = recipe.augmentation
     every = variant(base)
     louder = tuple(LOUDER if p.kind == "level" else p for p in every.perturbations)
-    return {"all": every,
-            **{f"all but {name}": variant(base, name)
-               for name in ("shift",) + tuple(INGREDIENTS)},
-            "all with a louder level": dataclasses.replace(every, perturbations=louder)}
+    augmentations = {"all": every,
+                     **{f"all but {name}": variant(base, name)
+                        for name in ("shift",) + tuple(INGREDIENTS)},
+                     "all with a louder level": dataclasses.replace(every,
+                                                                    perturbations=louder)}
+    table = {name: dataclasses.replace(recipe, augmentation=augmentation)
+             for name, augmentation in augmentations.items()}
+    # the front end's per-utterance mean removal (audio.remove_clip_mean): level and
+    # a fixed microphone response become a constant the features no longer carry
+    mean_removed = dataclasses.replace(recipe.features, remove_mean=True)
+    table["all with mean removal"] = dataclasses.replace(table["all"],
+                                                         features=mean_removed)
+    return table
 
 
 def validation_figures(tflite_bytes, corpus, recipe):
@@ -97,7 +109,7 @@ def main():
     args = parser.parse_args()
     out = args.out
     base = kws_train.RECIPES[args.version]
-    table = variants(base.augmentation)
+    table = variants(base)
     names = args.only.split(",") if args.only else list(table)
     corpus = speech.Corpus(args.data_dir, os.path.join(ROOT, "data"), args.seed,
                            ("val",), None, (), None)
@@ -111,11 +123,12 @@ def main():
                                       base),
             "test": report["metrics"]})
     for name in names:
-        recipe = dataclasses.replace(base, augmentation=table[name])
+        recipe = table[name]
         report, tflite = train_variant(args.version, recipe, [
             "--seed", str(args.seed), "--data-dir", args.data_dir], args.epochs)
         entry = {"version": args.version, "seed": args.seed,
                  "augmentation": dataclasses.asdict(recipe.augmentation),
+                 "remove_mean": recipe.features.remove_mean,
                  "train_seconds": report["metrics"].get("train_seconds"),
                  "val": validation_figures(tflite, corpus, recipe),
                  "test": {k: v for k, v in report["metrics"].items()

@@ -102,14 +102,47 @@ def test_resample_keeps_a_tone_and_length():
     assert len(audio.resample(np.zeros(16000, np.float32), 16000, 8000)) == 8000
 
 
-def test_microphone_path_equals_training_path_on_the_same_clip():
+MFCC_MEAN = audio.FeatureConfig(remove_mean=True)
+STFT_40_MEAN = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128,
+                                   fft_length=256, resize=40, log_magnitude=True,
+                                   max_hz=4000.0, resize_method="area", remove_mean=True)
+
+
+@pytest.mark.parametrize("config", [audio.FeatureConfig(), MFCC_MEAN, STFT_40_MEAN])
+def test_microphone_path_equals_training_path_on_the_same_clip(config):
     clip16 = known_signal()
     # the deployed path resamples first; feeding it a 48 kHz version of the clip
     # must give the features training computed from the 16 kHz clip
     clip48 = audio.resample(clip16, 16000, 48000)
-    served = audio.from_microphone(audio.FeatureConfig(), clip48)
-    trained = audio.extract(audio.FeatureConfig(), clip16)
+    served = audio.from_microphone(config, clip48)
+    trained = audio.extract(config, clip16)
     assert np.corrcoef(served.ravel(), trained.ravel())[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("config", [MFCC_MEAN, STFT_40_MEAN])
+def test_mean_removal_is_the_plain_features_minus_their_mean_over_time(config):
+    x = known_signal()
+    plain = audio.extract(dataclasses.replace(config, remove_mean=False), x)[..., 0]
+    removed = audio.extract(config, x)[..., 0]
+    # the definition, written out: every column minus its mean over the frames
+    expected = plain - plain.sum(axis=0) / plain.shape[0]
+    np.testing.assert_allclose(removed, expected, atol=1e-4)
+    np.testing.assert_allclose(removed.mean(axis=0), 0.0, atol=1e-4)
+    assert np.abs(removed).max() > 0.1  # not everything removed
+
+
+@pytest.mark.parametrize("config", [MFCC_MEAN, STFT_40_MEAN])
+def test_mean_removal_makes_the_level_irrelevant(config):
+    """-20 dB and +10 dB (no clipping, no bin at the log's floor) add a constant per
+    column to the log spectrum: the plain features move, the mean-removed do not."""
+    x = known_signal() * 0.5  # peaks near 0.5: +6 dB stays unclipped
+    for gain_db in (-20.0, 6.0):
+        y = (x * 10 ** (gain_db / 20)).astype(np.float32)
+        plain = dataclasses.replace(config, remove_mean=False)
+        moved = np.abs(audio.extract(plain, y) - audio.extract(plain, x)).max()
+        assert moved > 0.5
+        np.testing.assert_allclose(audio.extract(config, y), audio.extract(config, x),
+                                   atol=5e-3)
 
 
 def test_pad_and_cut():

@@ -210,6 +210,7 @@ class FeatureConfig:
     log_magnitude: bool = False     # STFT only: log(|X| + 1e-6) instead of |X|
     max_hz: float = 0.0             # STFT only: keep the bins up to max_hz (0: all)
     resize_method: str = "bilinear"  # STFT only: "bilinear" or "area" (RESIZE_MATRICES)
+    remove_mean: bool = False       # per-utterance mean removal (``remove_clip_mean``)
 
     def __post_init__(self):
         if self.kind not in ("mfcc", "stft"):
@@ -319,6 +320,15 @@ def area_matrix(in_size, out_size):
 RESIZE_MATRICES = {"bilinear": resize_matrix, "area": area_matrix}
 
 
+def remove_clip_mean(image):
+    """Each feature column minus its mean over the clip's frames (axis 0, time): the
+    per-utterance (cepstral) mean normalization. A fixed gain or a fixed microphone
+    response multiplies every frame's spectrum by the same factors, so it adds one
+    constant per column to a log spectrum and to its DCT (the MFCCs); the mean
+    removal takes it out, as long as no bin sits at the log's 1e-6 floor."""
+    return image - image.mean(axis=0, keepdims=True)
+
+
 def extract(config, signal):
     """A clip at ``config.sample_rate`` (padded or cut to 1 s) -> ``config.shape``."""
     signal = pad_or_cut(signal, config.clip_samples)
@@ -335,6 +345,8 @@ def extract(config, signal):
             matrix = RESIZE_MATRICES[config.resize_method]
             image = (matrix(image.shape[0], config.resize) @ image
                      @ matrix(image.shape[1], config.resize).T)
+    if config.remove_mean:
+        image = remove_clip_mean(image)
     return image[..., None].astype(np.float32)
 
 
