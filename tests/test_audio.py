@@ -131,6 +131,58 @@ def test_mean_removal_is_the_plain_features_minus_their_mean_over_time(config):
     assert np.abs(removed).max() > 0.1  # not everything removed
 
 
+@pytest.mark.parametrize("config", [audio.FeatureConfig(), STFT_40_MEAN])
+def test_frame_level_moves_by_the_gain_in_db(config):
+    plain = dataclasses.replace(config, remove_mean=False)
+    x = known_signal() * 0.5
+    level = audio.frame_level_db(plain, audio.extract(plain, x)[..., 0])
+    louder = audio.frame_level_db(plain, audio.extract(plain, x * 10 ** (6 / 20))[..., 0])
+    np.testing.assert_allclose(louder - level, 6.0, atol=0.05)
+
+
+def word_in_room_noise(start):
+    """A 0.3 s broadband 'word' at ``start`` samples over room noise 50 dB below it."""
+    rng = np.random.default_rng(3)
+    x = (0.003 * rng.normal(size=16000)).astype(np.float32)
+    x[start:start + 4800] += (0.3 * rng.normal(size=4800)).astype(np.float32)
+    return x
+
+
+@pytest.mark.parametrize("config", [MFCC_MEAN, STFT_40_MEAN])
+def test_gated_mean_is_taken_over_the_frames_near_the_loudest(config):
+    gated = dataclasses.replace(config, mean_gate_db=30.0)
+    plain = audio.extract(dataclasses.replace(config, remove_mean=False),
+                          word_in_room_noise(6000))[..., 0]
+    level = audio.frame_level_db(config, plain)
+    loud = level >= level.max() - 30.0
+    assert 0 < loud.sum() < len(loud) // 2  # the word's frames only, not the room's
+    expected = plain - plain[loud].sum(axis=0) / loud.sum()
+    np.testing.assert_allclose(audio.extract(gated, word_in_room_noise(6000))[..., 0],
+                               expected, atol=1e-4)
+
+
+def test_gated_mean_ignores_the_silence_a_moved_word_leaves():
+    """A word moved 200 ms (10 frames) earlier, the clip's end zero-filled as the
+    robustness report does: over every frame, the digital silence drags the mean
+    down and every frame of the word changes; over the frames within 30 dB of the
+    loudest, the word's frames stay as they were."""
+    x = word_in_room_noise(6000)
+    moved = np.concatenate([x[3200:], np.zeros(3200, np.float32)])
+    word = slice(18, 26)  # frames wholly inside the word (samples 6000-10800)
+    for gate_db, unchanged in ((30.0, True), (0.0, False)):
+        config = audio.FeatureConfig(remove_mean=True, mean_gate_db=gate_db)
+        before = audio.extract(config, x)[word]
+        after = audio.extract(config, moved)[word.start - 10:word.stop - 10]
+        assert np.allclose(before, after, atol=1e-3) == unchanged
+
+
+def test_mean_removal_needs_log_features_and_a_gate_of_zero_or_more():
+    with pytest.raises(ValueError, match="log features"):
+        audio.FeatureConfig(kind="stft", remove_mean=True)
+    with pytest.raises(ValueError, match="mean_gate_db"):
+        audio.FeatureConfig(remove_mean=True, mean_gate_db=-1.0)
+
+
 @pytest.mark.parametrize("config", [MFCC_MEAN, STFT_40_MEAN])
 def test_mean_removal_makes_the_level_irrelevant(config):
     """-20 dB and +10 dB (no clipping, no bin at the log's floor) add a constant per

@@ -211,6 +211,8 @@ class FeatureConfig:
     max_hz: float = 0.0             # STFT only: keep the bins up to max_hz (0: all)
     resize_method: str = "bilinear"  # STFT only: "bilinear" or "area" (RESIZE_MATRICES)
     remove_mean: bool = False       # per-utterance mean removal (``remove_clip_mean``)
+    mean_gate_db: float = 0.0       # with remove_mean: the mean over the frames within
+    #                                 this many dB of the loudest (0: over every frame)
 
     def __post_init__(self):
         if self.kind not in ("mfcc", "stft"):
@@ -220,6 +222,11 @@ class FeatureConfig:
         if not 0 <= self.max_hz <= self.sample_rate / 2:
             raise ValueError(f"max_hz must be in [0, {self.sample_rate / 2}], got "
                              f"{self.max_hz}")
+        if self.remove_mean and self.kind == "stft" and not self.log_magnitude:
+            raise ValueError("remove_mean needs log features (a gain is a constant only "
+                             "on a log scale): set log_magnitude=True")
+        if self.mean_gate_db < 0:
+            raise ValueError(f"mean_gate_db must be >= 0, got {self.mean_gate_db}")
         if self.resize_method not in RESIZE_MATRICES:
             raise ValueError(f"resize_method must be one of {sorted(RESIZE_MATRICES)}, "
                              f"got {self.resize_method!r}")
@@ -320,13 +327,31 @@ def area_matrix(in_size, out_size):
 RESIZE_MATRICES = {"bilinear": resize_matrix, "area": area_matrix}
 
 
-def remove_clip_mean(image):
+def frame_level_db(config, image):
+    """Each frame's level in dB: 20 log10 of the geometric mean of its mel energies
+    (MFCC) or of its STFT magnitudes (log-STFT), i.e. its mean log value. The MFCC's
+    first coefficient is that mean scaled by the DCT's sqrt(2 * num_mel_bins)."""
+    if config.kind == "mfcc":
+        mean_log = image[:, 0] / np.sqrt(2.0 * config.num_mel_bins)
+    else:
+        mean_log = image.mean(axis=1)
+    return mean_log * (20.0 / np.log(10.0))
+
+
+def remove_clip_mean(image, level_db=None, gate_db=0.0):
     """Each feature column minus its mean over the clip's frames (axis 0, time): the
     per-utterance (cepstral) mean normalization. A fixed gain or a fixed microphone
     response multiplies every frame's spectrum by the same factors, so it adds one
     constant per column to a log spectrum and to its DCT (the MFCCs); the mean
-    removal takes it out, as long as no bin sits at the log's 1e-6 floor."""
-    return image - image.mean(axis=0, keepdims=True)
+    removal takes it out, as long as no bin sits at the log's 1e-6 floor.
+
+    With ``gate_db`` > 0 the mean is taken over the frames whose ``level_db`` is
+    within ``gate_db`` of the loudest only. Over every frame, the mean moves with how
+    much of the clip is silence: a zero-filled (digital silence) frame sits at the
+    log's floor, about 100 dB below speech, so a word moved 250 ms shifts every
+    frame's first MFCC by more than its spread within the clip."""
+    frames = image if not gate_db else image[level_db >= level_db.max() - gate_db]
+    return image - frames.mean(axis=0, keepdims=True)
 
 
 def extract(config, signal):
@@ -346,7 +371,7 @@ def extract(config, signal):
             image = (matrix(image.shape[0], config.resize) @ image
                      @ matrix(image.shape[1], config.resize).T)
     if config.remove_mean:
-        image = remove_clip_mean(image)
+        image = remove_clip_mean(image, frame_level_db(config, image), config.mean_gate_db)
     return image[..., None].astype(np.float32)
 
 
