@@ -106,9 +106,12 @@ MFCC_MEAN = audio.FeatureConfig(remove_mean=True)
 STFT_40_MEAN = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128,
                                    fft_length=256, resize=40, log_magnitude=True,
                                    max_hz=4000.0, resize_method="area", remove_mean=True)
+MFCC_GATED = dataclasses.replace(MFCC_MEAN, mean_gate_db=30.0)
+STFT_40_GATED = dataclasses.replace(STFT_40_MEAN, mean_gate_db=30.0)
 
 
-@pytest.mark.parametrize("config", [audio.FeatureConfig(), MFCC_MEAN, STFT_40_MEAN])
+@pytest.mark.parametrize("config", [audio.FeatureConfig(), MFCC_MEAN, STFT_40_MEAN,
+                                    MFCC_GATED, STFT_40_GATED])
 def test_microphone_path_equals_training_path_on_the_same_clip(config):
     clip16 = known_signal()
     # the deployed path resamples first; feeding it a 48 kHz version of the clip
@@ -148,12 +151,28 @@ def word_in_room_noise(start):
     return x
 
 
+def independent_frame_level_db(config, x):
+    """A frame's level written out: the mean over its bins of 20 log10(value + 1e-6),
+    the values being the mel-weighted magnitudes (MFCC) or the STFT magnitudes, the
+    latter area-resized to the image's rows as the front end does."""
+    magnitude = audio.stft_magnitude(x, config.frame_length, config.frame_step,
+                                     config.fft_length)
+    if config.kind == "mfcc":
+        values = magnitude @ audio.mel_matrix(config.num_mel_bins, magnitude.shape[1],
+                                              config.sample_rate, config.lower_hz,
+                                              config.upper_hz)
+        return (20 * np.log10(values + 1e-6)).mean(axis=1)
+    db = 20 * np.log10(magnitude[:, :config.stft_bins] + 1e-6).mean(axis=1)
+    return audio.area_matrix(len(db), config.resize) @ db
+
+
 @pytest.mark.parametrize("config", [MFCC_MEAN, STFT_40_MEAN])
 def test_gated_mean_is_taken_over_the_frames_near_the_loudest(config):
     gated = dataclasses.replace(config, mean_gate_db=30.0)
     plain = audio.extract(dataclasses.replace(config, remove_mean=False),
                           word_in_room_noise(6000))[..., 0]
-    level = audio.frame_level_db(config, plain)
+    level = independent_frame_level_db(config, word_in_room_noise(6000))
+    np.testing.assert_allclose(audio.frame_level_db(config, plain), level, atol=1e-3)
     loud = level >= level.max() - 30.0
     assert 0 < loud.sum() < len(loud) // 2  # the word's frames only, not the room's
     expected = plain - plain[loud].sum(axis=0) / loud.sum()
@@ -179,18 +198,21 @@ def test_gated_mean_ignores_the_silence_a_moved_word_leaves():
 def test_mean_removal_needs_log_features_and_a_gate_of_zero_or_more():
     with pytest.raises(ValueError, match="log features"):
         audio.FeatureConfig(kind="stft", remove_mean=True)
-    with pytest.raises(ValueError, match="mean_gate_db"):
-        audio.FeatureConfig(remove_mean=True, mean_gate_db=-1.0)
+    for gate in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="mean_gate_db"):
+            audio.FeatureConfig(remove_mean=True, mean_gate_db=gate)
+    with pytest.raises(ValueError, match="remove_mean=True"):
+        audio.FeatureConfig(mean_gate_db=30.0)  # a gate on nothing
 
 
-@pytest.mark.parametrize("config", [MFCC_MEAN, STFT_40_MEAN])
+@pytest.mark.parametrize("config", [MFCC_MEAN, STFT_40_MEAN, MFCC_GATED, STFT_40_GATED])
 def test_mean_removal_makes_the_level_irrelevant(config):
-    """-20 dB and +10 dB (no clipping, no bin at the log's floor) add a constant per
+    """-20 dB and +6 dB (no clipping, no bin at the log's floor) add a constant per
     column to the log spectrum: the plain features move, the mean-removed do not."""
     x = known_signal() * 0.5  # peaks near 0.5: +6 dB stays unclipped
     for gain_db in (-20.0, 6.0):
         y = (x * 10 ** (gain_db / 20)).astype(np.float32)
-        plain = dataclasses.replace(config, remove_mean=False)
+        plain = dataclasses.replace(config, remove_mean=False, mean_gate_db=0.0)
         moved = np.abs(audio.extract(plain, y) - audio.extract(plain, x)).max()
         assert moved > 0.5
         np.testing.assert_allclose(audio.extract(config, y), audio.extract(config, x),

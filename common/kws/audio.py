@@ -225,8 +225,10 @@ class FeatureConfig:
         if self.remove_mean and self.kind == "stft" and not self.log_magnitude:
             raise ValueError("remove_mean needs log features (a gain is a constant only "
                              "on a log scale): set log_magnitude=True")
-        if self.mean_gate_db < 0:
-            raise ValueError(f"mean_gate_db must be >= 0, got {self.mean_gate_db}")
+        if not (math.isfinite(self.mean_gate_db) and self.mean_gate_db >= 0):
+            raise ValueError(f"mean_gate_db must be a number >= 0, got {self.mean_gate_db}")
+        if self.mean_gate_db and not self.remove_mean:
+            raise ValueError("mean_gate_db gates the mean removal: set remove_mean=True")
         if self.resize_method not in RESIZE_MATRICES:
             raise ValueError(f"resize_method must be one of {sorted(RESIZE_MATRICES)}, "
                              f"got {self.resize_method!r}")
@@ -328,9 +330,11 @@ RESIZE_MATRICES = {"bilinear": resize_matrix, "area": area_matrix}
 
 
 def frame_level_db(config, image):
-    """Each frame's level in dB: 20 log10 of the geometric mean of its mel energies
-    (MFCC) or of its STFT magnitudes (log-STFT), i.e. its mean log value. The MFCC's
-    first coefficient is that mean scaled by the DCT's sqrt(2 * num_mel_bins)."""
+    """Each frame's level in dB: 20 log10 of the geometric mean of its mel-weighted
+    magnitudes (MFCC) or of its STFT magnitudes (log-STFT), each plus the log's 1e-6,
+    i.e. its mean log value. The MFCC's first coefficient is that mean scaled by the
+    DCT's sqrt(2 * num_mel_bins). A resized log-STFT's "frame" is a row of the image
+    (with the area resize, the mean of the frames it covers)."""
     if config.kind == "mfcc":
         mean_log = image[:, 0] / np.sqrt(2.0 * config.num_mel_bins)
     else:
@@ -348,8 +352,8 @@ def remove_clip_mean(image, level_db=None, gate_db=0.0):
     With ``gate_db`` > 0 the mean is taken over the frames whose ``level_db`` is
     within ``gate_db`` of the loudest only. Over every frame, the mean moves with how
     much of the clip is silence: a zero-filled (digital silence) frame sits at the
-    log's floor, about 100 dB below speech, so a word moved 250 ms shifts every
-    frame's first MFCC by more than its spread within the clip."""
+    log's floor (-120 dB, about 100 dB below the dataset's speech), so a word moved
+    250 ms shifts every frame's first MFCC by more than its spread within the clip."""
     frames = image if not gate_db else image[level_db >= level_db.max() - gate_db]
     return image - frames.mean(axis=0, keepdims=True)
 
