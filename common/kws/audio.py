@@ -225,7 +225,7 @@ class FeatureConfig:
         if self.remove_mean and self.kind == "stft" and not self.log_magnitude:
             raise ValueError("remove_mean needs log features (a gain is a constant only "
                              "on a log scale): set log_magnitude=True")
-        if not (math.isfinite(self.mean_gate_db) and self.mean_gate_db >= 0):
+        if not self.mean_gate_db >= 0:  # NaN too
             raise ValueError(f"mean_gate_db must be a number >= 0, got {self.mean_gate_db}")
         if self.mean_gate_db and not self.remove_mean:
             raise ValueError("mean_gate_db gates the mean removal: set remove_mean=True")
