@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """What each robustness ingredient of the augmentation brings (issue 18): trains a
 version with every ingredient (a wider time shift and the ``speech.Perturbation``
-kinds: speaking rate, vocal tract, room, microphone band, tilt, level), and with all
-but one, and writes each run's figures to docs/kws_robustness_ablation.json.
+kinds: speaking rate, vocal tract, room, microphone band, tilt, level), with all
+but one, and with all of them and the front end's mean removal, and writes each run's figures to docs/kws_robustness_ablation.json.
 
 The choice is made on VALIDATION figures: the clean accuracy, the 10 dB noise
 report and the robustness report's conditions, all on the validation clips (the
@@ -10,7 +10,7 @@ same perturbations as the test report's, from the same seed). The test figures o
 each run are recorded beside them for the README, never for choosing.
 
 Each variant is an ordinary ``kws_train.py`` run with the recipe's ``augmentation``
-replaced, into a scratch folder (``variant_run.train_variant``; models/ unchanged). Two processes may run
+(and ``features``) replaced, into a scratch folder (``variant_run.train_variant``; models/ unchanged). Two processes may run
 at once (``--only``): the JSON is updated under a lock.
 
 Usage: python docs/robustness_ablation.py [--version d] [--seed S] [--only NAME,...]
@@ -56,8 +56,11 @@ LOUDER = Perturbation("level", 0.4, -10.0, 20.0)  # more clipped copies: +20 dB 
 
 
 def variants(recipe):
-    """name -> the version's recipe with that variant's augmentation (and, for the
-    mean removal, its front end changed too)."""
+    """name -> the version's recipe with that variant's augmentation, on the plain
+    features (no mean removal, as when the rows were first run), and the two rows
+    that add the front end's mean removal to all the ingredients."""
+    plain = dataclasses.replace(recipe.features, remove_mean=False, mean_gate_db=0.0)
+    recipe = dataclasses.replace(recipe, features=plain)
     base = recipe.augmentation
     every = variant(base)
     louder = tuple(LOUDER if p.kind == "level" else p for p in every.perturbations)

@@ -1,12 +1,19 @@
 """The keyword spotter's search space for ``--search`` (and its error objective, which
 also chooses among ``--seeds`` on validation)."""
+import dataclasses
+
 from common.kws import audio
 from common.pipeline import SearchSpace
 
 
+# the front end's per-utterance mean removal: name -> (remove_mean, mean_gate_db)
+MEAN_REMOVAL = {"none": (False, 0.0), "every frame": (True, 0.0),
+                "within 30 dB": (True, 30.0)}
+
+
 def search_knobs(trial, base):
     """Features (MFCC or a square-resized STFT, whole or cut at 4 kHz, bilinear or
-    area resize; 8 or 16 kHz) and learning rate."""
+    area resize; 8 or 16 kHz; with or without mean removal) and learning rate."""
     rate = trial.suggest_categorical("sample_rate", [8000, 16000])
     kind = trial.suggest_categorical("features", ["mfcc", "stft"])
     if kind == "mfcc":
@@ -22,6 +29,9 @@ def search_knobs(trial, base):
             resize=trial.suggest_categorical("resize", [24, 32, 40, 56]),
             max_hz=trial.suggest_categorical("max_hz", [0.0, 4000.0]),
             resize_method=trial.suggest_categorical("resize_method", ["bilinear", "area"]))
+    remove_mean, gate_db = MEAN_REMOVAL[trial.suggest_categorical("mean_removal",
+                                                                   list(MEAN_REMOVAL))]
+    config = dataclasses.replace(config, remove_mean=remove_mean, mean_gate_db=gate_db)
     return {"features": config,
             "learning_rate": trial.suggest_float("learning_rate", 0.003, 0.03, log=True)}
 
@@ -31,7 +41,9 @@ def search_params(recipe):
     f = recipe.features
     params = {"sample_rate": f.sample_rate, "features": f.kind,
               "learning_rate": recipe.learning_rate, "alpha": recipe.alpha,
-              "sparsity": recipe.sparsity, "epochs": recipe.epochs}
+              "sparsity": recipe.sparsity, "epochs": recipe.epochs,
+              "mean_removal": next(name for name, value in MEAN_REMOVAL.items()
+                                   if value == (f.remove_mean, f.mean_gate_db))}
     if f.kind == "mfcc":
         params.update(frame_ms=1000 * f.frame_length // f.sample_rate, num_mfccs=f.num_mfccs)
     else:
