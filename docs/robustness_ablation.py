@@ -2,7 +2,8 @@
 """What each robustness ingredient of the augmentation brings (issue 18): trains a
 version with every ingredient (a wider time shift and the ``speech.Perturbation``
 kinds: speaking rate, vocal tract, room, microphone band, tilt, level), with all
-but one, and with all of them and the front end's mean removal, and writes each run's figures to docs/kws_robustness_ablation.json.
+but one, and with all of them and the front end's mean removal, and writes each
+run's figures to docs/kws_robustness_ablation.json.
 
 The choice is made on VALIDATION figures: the clean accuracy, the 10 dB noise
 report and the robustness report's conditions, all on the validation clips (the
@@ -10,8 +11,9 @@ same perturbations as the test report's, from the same seed). The test figures o
 each run are recorded beside them for the README, never for choosing.
 
 Each variant is an ordinary ``kws_train.py`` run with the recipe's ``augmentation``
-(and ``features``) replaced, into a scratch folder (``variant_run.train_variant``; models/ unchanged). Two processes may run
-at once (``--only``): the JSON is updated under a lock.
+(and ``features``) replaced, into a scratch folder (``variant_run.train_variant``;
+models/ unchanged). Two processes may run at once (``--only``): the JSON is updated
+under a lock.
 
 Usage: python docs/robustness_ablation.py [--version d] [--seed S] [--only NAME,...]
 """
@@ -30,7 +32,7 @@ sys.path.insert(0, ROOT)
 
 import kws_train  # noqa: E402
 from common import artifacts  # noqa: E402
-from common.kws import speech  # noqa: E402
+from common.kws import audio, speech  # noqa: E402
 from common.kws.speech import Perturbation  # noqa: E402
 from common.kws import reports  # noqa: E402
 from common.tflite.runtime import Runner  # noqa: E402
@@ -50,7 +52,6 @@ def variant(base, without=None):
     return dataclasses.replace(base, max_shift_s=shift, perturbations=perturbations)
 
 
-MEAN_GATE_DB = 30.0
 LOUDER = Perturbation("level", 0.4, -10.0, 20.0)  # more clipped copies: +20 dB was
 #                                                  the worst condition with "all"
 
@@ -76,9 +77,9 @@ def variants(recipe):
     mean_removed = dataclasses.replace(recipe.features, remove_mean=True)
     table["all with mean removal"] = dataclasses.replace(table["all"],
                                                          features=mean_removed)
-    # the same over the frames within 30 dB of the loudest (the word's loud part, as
-    # the README's analysis of moved words defines it): zero-filled frames left out
-    gated = dataclasses.replace(mean_removed, mean_gate_db=MEAN_GATE_DB)
+    # the same over the word's loud part (audio.WORD_GATE_DB, 30 dB): zero-filled
+    # frames left out
+    gated = dataclasses.replace(mean_removed, mean_gate_db=audio.WORD_GATE_DB)
     table["all with gated mean removal"] = dataclasses.replace(table["all"],
                                                                features=gated)
     return table

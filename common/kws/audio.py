@@ -342,19 +342,27 @@ def frame_level_db(config, image):
     return mean_log * (20.0 / np.log(10.0))
 
 
-def remove_clip_mean(image, level_db=None, gate_db=0.0):
+# A word's loud part: the frames within this many dB of the clip's loudest (the gate
+# d's mean removal ships with, and the README's analysis of moved words uses).
+WORD_GATE_DB = 30.0
+
+
+def remove_clip_mean(config, image):
     """Each feature column minus its mean over the clip's frames (axis 0, time): the
     per-utterance (cepstral) mean normalization. A fixed gain or a fixed microphone
     response multiplies every frame's spectrum by the same factors, so it adds one
     constant per column to a log spectrum and to its DCT (the MFCCs); the mean
     removal takes it out, as long as no bin sits at the log's 1e-6 floor.
 
-    With ``gate_db`` > 0 the mean is taken over the frames whose ``level_db`` is
-    within ``gate_db`` of the loudest only. Over every frame, the mean moves with how
+    With ``config.mean_gate_db`` > 0 the mean is taken over the frames whose
+    ``frame_level_db`` is within that many dB of the loudest only. Over every frame, the mean moves with how
     much of the clip is silence: a zero-filled (digital silence) frame sits at the
     log's floor (-120 dB, about 100 dB below the dataset's speech), so a word moved
     250 ms shifts every frame's first MFCC by more than its spread within the clip."""
-    frames = image if not gate_db else image[level_db >= level_db.max() - gate_db]
+    frames = image
+    if config.mean_gate_db:
+        level_db = frame_level_db(config, image)
+        frames = image[level_db >= level_db.max() - config.mean_gate_db]
     return image - frames.mean(axis=0, keepdims=True)
 
 
@@ -375,7 +383,7 @@ def extract(config, signal):
             image = (matrix(image.shape[0], config.resize) @ image
                      @ matrix(image.shape[1], config.resize).T)
     if config.remove_mean:
-        image = remove_clip_mean(image, frame_level_db(config, image), config.mean_gate_db)
+        image = remove_clip_mean(config, image)
     return image[..., None].astype(np.float32)
 
 

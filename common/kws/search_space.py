@@ -8,7 +8,7 @@ from common.pipeline import SearchSpace
 
 # the front end's per-utterance mean removal: name -> (remove_mean, mean_gate_db)
 MEAN_REMOVAL = {"none": (False, 0.0), "every frame": (True, 0.0),
-                "within 30 dB": (True, 30.0)}
+                f"within {audio.WORD_GATE_DB:g} dB": (True, audio.WORD_GATE_DB)}
 
 
 def search_knobs(trial, base):
