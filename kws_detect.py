@@ -19,7 +19,7 @@ import time
 from common import cli
 from common.kws import audio, stream
 from common.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, \
-    Terminated, UserError
+    Terminated, UserError, stop_on_signal
 
 EXAMPLES = """\
   python kws_detect.py models/kws_e.tflite.zlib recording.wav
@@ -152,10 +152,7 @@ def run(argv=None):
     """``main`` with the command-line conventions: one ``error:`` line and exit 2 for
     bad input, a closed output pipe included."""
     import signal
-
-    def terminate(signum, frame):
-        raise Terminated()
-    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGTERM, stop_on_signal)
     try:
         code = main(argv)
     except UserError as err:

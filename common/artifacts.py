@@ -16,7 +16,7 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from common.errors import UserError
+from common.errors import UserError, raise_pending_stop
 
 ZLIB_LEVEL = 9
 
@@ -233,6 +233,7 @@ def publish(out_dir, files, guard=None):
     later point can say what was kept (``cli.run_main``). (A SIGKILL cannot be held
     back: between two moves it leaves the new file beside the old one, which the
     JSON's ``model_sha256`` exposes.)"""
+    raise_pending_stop()  # a run asked to stop writes nothing, lost signal or not
     created = not os.path.isdir(out_dir)
     staged, backups, written = [], {}, []  # backups: {path: link to the file replaced}
     step = out_dir              # what was being written, for the error message

@@ -15,7 +15,7 @@ import common
 from common import artifacts
 from common import progress
 from common.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated,
-                           UserError)
+                           UserError, forget_stop, raise_pending_stop, stop_on_signal)
 
 
 class Parser(argparse.ArgumentParser):
@@ -173,10 +173,6 @@ def quiet_libraries(verbose):
                          r"(\.|$)")
 
 
-def _terminate(signum, frame):
-    raise Terminated()
-
-
 class SafeStream:
     """``sys.stdout`` or ``sys.stderr`` that never raises: the run's results do not
     depend on anyone reading them. The first write that fails (a pipe closed by
@@ -249,30 +245,49 @@ def _guarded_streams():
 def run_main(main, argv=None):
     """Run ``main(argv)``; a UserError becomes one stderr line and exit 2, Ctrl-C exit
     130 and SIGTERM exit 143, each with one line saying what was kept (the
-    interrupt's message, else the files published) or that nothing was written.
-    Output that cannot be written (see ``SafeStream``) changes neither the run nor its
-    exit code."""
-    signal.signal(signal.SIGTERM, _terminate)
+    interrupt's message, else the files published) or that nothing was written. A
+    signal whose exception library code lost (``errors.stop_on_signal``) is reported
+    the same way: through the error it turned into, or at the end of the run. Output
+    that cannot be written (see ``SafeStream``) changes neither the run nor its exit
+    code."""
+    previous = {signum: signal.signal(signum, stop_on_signal)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     saved = _guarded_streams()
     artifacts.WRITTEN.clear()
     try:
         try:
             code = main(argv)
+            raise_pending_stop()
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             code = EXIT_BAD_INPUT
         except KeyboardInterrupt as err:  # Terminated included
-            terminated = isinstance(err, Terminated)
-            kept = (f"wrote {', '.join(artifacts.WRITTEN)} (the summary is incomplete)"
-                    if artifacts.WRITTEN else "nothing was written")
-            print(f"error: {'terminated' if terminated else 'interrupted'}; "
-                  f"{str(err) or kept}", file=sys.stderr)
-            code = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+            code = _report_stop(err)
+        except Exception:
+            try:
+                raise_pending_stop()  # the error is what a lost signal turned into
+            except KeyboardInterrupt as err:
+                code = _report_stop(err)
+            else:
+                raise
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
+        forget_stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         sys.stdout, sys.stderr = saved
     sys.exit(code)
+
+
+def _report_stop(err):
+    """The one line for a Ctrl-C or SIGTERM (``err``), and its exit code."""
+    terminated = isinstance(err, Terminated)
+    kept = (f"wrote {', '.join(artifacts.WRITTEN)} (the summary is incomplete)"
+            if artifacts.WRITTEN else "nothing was written")
+    print(f"error: {'terminated' if terminated else 'interrupted'}; {str(err) or kept}",
+          file=sys.stderr)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 def format_table(header, rows):

@@ -1,8 +1,11 @@
-"""The errors and exit codes every layer may use (no imports: safe anywhere).
+"""The errors, exit codes and signal handling every layer may use (standard library
+only: safe anywhere).
 
 Exit codes: 0 the model meets its budget, 2 bad input or usage, 3 the model was
 written but misses its budget, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
+import signal
+
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_BUDGET_MISSED = 3
@@ -19,3 +22,31 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C (exit 143 instead of 130). A ``KeyboardInterrupt``
     (or this) raised with a message says what was kept; without one, nothing was
     written."""
+
+
+# The stop a signal asked for and no one has reported yet (see ``stop_on_signal``).
+_PENDING_STOP = []
+
+
+def stop_on_signal(signum, frame):
+    """The SIGINT and SIGTERM handler of the scripts: raise ``KeyboardInterrupt`` (or
+    ``Terminated``) and remember it until ``forget_stop``. Raised inside library
+    code, the exception can be lost: TensorFlow's C layer turns it into a
+    SystemError that some caller swallows, and the run would go on to finish and exit
+    0. ``raise_pending_stop`` at the next safe point (each training batch, before any
+    file is written, at the end of the run) raises it again."""
+    stop = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    if not _PENDING_STOP:
+        _PENDING_STOP.append(stop)
+    raise stop
+
+
+def raise_pending_stop():
+    """Raise the stop a signal asked for, if its first raising was lost."""
+    if _PENDING_STOP:
+        raise _PENDING_STOP[0]
+
+
+def forget_stop():
+    """The stop has been reported: what runs next is not stopped by it."""
+    _PENDING_STOP.clear()

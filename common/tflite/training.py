@@ -11,6 +11,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
+from common.errors import raise_pending_stop
 from common.tflite import optimize
 
 
@@ -50,6 +51,17 @@ class BestOnValidation(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+
+
+class StopWhenAsked(keras.callbacks.Callback):
+    """End training at the next batch after a Ctrl-C or SIGTERM whose exception
+    TensorFlow lost (see ``errors.stop_on_signal``)."""
+    _supports_tf_logs = True  # the logs stay tensors: no sync with the graph per batch
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise_pending_stop()
+
+    on_test_batch_end = on_train_batch_end
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +109,7 @@ def fit(model, train, val, settings, *, loss, metrics=(), verbose=1, batch_trans
                                                   s.prune_epochs)
     steps_per_epoch = math.ceil(len(train[0]) / batch_size)
     callbacks = [keras.callbacks.LearningRateScheduler(
-        step_schedule(s.learning_rate, s.lr_drop_epochs))]
+        step_schedule(s.learning_rate, s.lr_drop_epochs)), StopWhenAsked()]
     first_epoch, dense_layers = 0, None
     if sparsity > 0:
         end = max(1, min(prune_epochs[1], epochs - 1))
