@@ -247,11 +247,13 @@ def run_main(main, argv=None):
     130 and SIGTERM exit 143, each with one line saying what was kept (the
     interrupt's message, else the files published) or that nothing was written. A
     signal whose exception library code lost (``errors.stop_on_signal``) is reported
-    the same way: through the error it turned into, or at the end of the run. Output
-    that cannot be written (see ``SafeStream``) changes neither the run nor its exit
-    code."""
+    the same way: through the error it turned into, or at the end of the run. A
+    signal ignored when the run starts stays ignored (a script's background job
+    ignores Ctrl-C). Output that cannot be written (see ``SafeStream``) changes
+    neither the run nor its exit code."""
     previous = {signum: signal.signal(signum, stop_on_signal)
-                for signum in (signal.SIGINT, signal.SIGTERM)}
+                for signum in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(signum) != signal.SIG_IGN}  # ignored stays ignored
     saved = _guarded_streams()
     artifacts.WRITTEN.clear()
     try:

@@ -298,6 +298,19 @@ def test_a_signal_tensorflow_loses_still_stops_the_run(tmp_path, capsys, signum,
     raise_pending_stop()  # reported, so forgotten: what runs next is not stopped
 
 
+def test_a_signal_ignored_when_the_run_starts_stays_ignored(capsys):
+    """As in a script's background job (``cmd &``), which ignores Ctrl-C."""
+    def main(argv):
+        os.kill(os.getpid(), signal.SIGINT)
+        return 0
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert run_in_process(main, [], capsys) == (0, "", "")
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_an_error_without_a_signal_is_not_taken_for_one(capsys):
     def main(argv):
         raise SystemError("a real failure")
