@@ -133,6 +133,12 @@ class Task:
         """What each output value means (for the C export)."""
         raise NotImplementedError
 
+    def input_notes(self, data, recipe):
+        """How a device makes the model's input from its raw readings, a line each
+        (the C export's header): what the firmware must compute exactly as training
+        did."""
+        return []
+
     def describe(self, data, recipe):
         """Task-specific fields of the results JSON (data checksums, model I/O, ...)."""
         return {}
@@ -304,7 +310,7 @@ def train_and_ship(task, args, recipe, data, search_info=None):
     record = results_record(task, args, recipe, data, runs, baselines, search_info)
     stem = f"{task.name}_{args.version}"
     files = {f"{stem}.tflite.zlib": compressed, f"{stem}.json": artifacts.json_bytes(record),
-             **c_files(task, args, stem, tflite_bytes, metrics, details, data)}
+             **c_files(task, args, recipe, stem, tflite_bytes, metrics, details, data)}
     written, ship_lines = ship(args, recipe, stem, files, metrics, verdicts)
     label = f"{recipe.quantization}{', pruned' if recipe.sparsity else ''}"
     for run in runs:
@@ -435,7 +441,7 @@ def previous_result(json_path):
         return {}
 
 
-def c_files(task, args, stem, tflite_bytes, metrics, details, data):
+def c_files(task, args, recipe, stem, tflite_bytes, metrics, details, data):
     """The model as C source for a TFLM firmware when --export-c asks, else nothing."""
     if not args.export_c:
         return {}
@@ -443,7 +449,7 @@ def c_files(task, args, stem, tflite_bytes, metrics, details, data):
     io = details["io"]
     return c_export.c_source(stem, tflite_bytes, metrics["arena_bytes"], io["input_shape"],
                              io["input_quantization"], io["output_quantization"],
-                             task.output_names(data))
+                             task.output_names(data), task.input_notes(data, recipe))
 
 
 def micro_lines(metrics, details):
@@ -482,7 +488,8 @@ def evaluate(task, args, recipe):
                  f"its zlib size ({metrics['zlib_bytes']} B), the .tflite.zlib the "
                  "pipeline would ship")
     stem = os.path.basename(args.evaluate).split(".")[0]
-    files = c_files(task, args, stem, model.tflite_bytes, metrics, details, data)
+    files = c_files(task, args, recipe, stem, model.tflite_bytes, metrics, details,
+                    data)
     if files:
         artifacts.publish(args.out_dir, files)
         size_note += f"; wrote {', '.join(os.path.join(args.out_dir, f) for f in files)}"

@@ -219,6 +219,37 @@ def test_mean_removal_makes_the_level_irrelevant(config):
                                    atol=5e-3)
 
 
+MFCC_GATED = audio.FeatureConfig(remove_mean=True, mean_gate_db=30.0)
+LOG_STFT = audio.FeatureConfig(kind="stft", frame_length=256, frame_step=128,
+                               fft_length=256, resize=40, log_magnitude=True,
+                               max_hz=4000.0, resize_method="area")
+CHANGED_FIELD = {  # each field of the front end: a config where it matters, another value
+    "sample_rate": (LOG_STFT, 8000), "frame_length": (LOG_STFT, 200),
+    "frame_step": (LOG_STFT, 160), "fft_length": (LOG_STFT, 1024),
+    "num_mel_bins": (MFCC_GATED, 32), "lower_hz": (MFCC_GATED, 60.0),
+    "upper_hz": (MFCC_GATED, 3800.0), "num_mfccs": (MFCC_GATED, 13),
+    "resize": (LOG_STFT, 32), "log_magnitude": (LOG_STFT, False),
+    "max_hz": (LOG_STFT, 3000.0), "resize_method": (LOG_STFT, "bilinear"),
+    "remove_mean": (audio.FeatureConfig(), True), "mean_gate_db": (MFCC_GATED, 20.0)}
+
+
+@pytest.mark.parametrize("field", sorted(
+    f.name for f in dataclasses.fields(audio.FeatureConfig) if f.name != "kind"))
+def test_the_front_ends_description_follows_every_field(field):
+    """The C header tells a firmware how to make the input (``describe``): every field
+    of the front end must change the words (a new field must be described)."""
+    base, value = CHANGED_FIELD[field]
+    assert base.describe() != dataclasses.replace(base, **{field: value}).describe()
+
+
+def test_the_description_names_the_image_and_the_mean_removal():
+    plain, gated = audio.FeatureConfig().describe(), MFCC_GATED.describe()
+    assert plain[-1] == gated[-1] == "the input image: 49 rows (time) x 10 columns, row-major"
+    assert "within 30 dB of the loudest" in gated[-2]
+    assert not any("mean" in line for line in plain)
+    assert "resized to 40x40 (area, both axes)" in LOG_STFT.describe()
+
+
 def test_pad_and_cut():
     assert np.array_equal(audio.pad_or_cut(np.ones(3), 5), [1, 1, 1, 0, 0])
     assert np.array_equal(audio.pad_or_cut(np.arange(7), 4), [0, 1, 2, 3])

@@ -46,6 +46,14 @@ def test_trained_model_runs_under_tflm_and_the_budgets_judge_it(tmp_path, capsys
     header = (out / "forecast_b_model_data.h").read_text()
     assert f"ForecastBArenaSize = {-(-int(metrics['arena_bytes'] * 1.1) // 16) * 16};" \
         in header
+    # the header says how to normalize the input, with the model's own statistics
+    norm = report["normalization"]
+    for column, mean, std in zip(("T (degC)", "rh (%)"), norm["mean"], norm["std"]):
+        line = next(line for line in header.splitlines()
+                    if line.startswith(f"//   {column}: (x - "))
+        numbers = line.split("(x - ")[1].replace(") / (", " ").replace(" + 1e-06)", "")
+        assert [np.float32(v) for v in numbers.split()] == [np.float32(mean),
+                                                             np.float32(std)], line
     if shutil.which("g++"):
         for name in ("forecast_b_model_data.cc",):
             subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-c", name, "-o",

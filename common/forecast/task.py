@@ -54,6 +54,11 @@ def float_unpruned(recipe):
     return dataclasses.replace(recipe, sparsity=0.0, mantissa_bits=23, quantization="float")
 
 
+def float32_text(value):
+    """The shortest decimal that reads back as ``value``'s float32."""
+    return np.format_float_positional(np.float32(value))
+
+
 class Forecast(pipeline.Task):
     name = "forecast"
     columns = (Column("T MAE degC", "t_mae", ".3f"), Column("RH MAE %", "rh_mae", ".3f"),
@@ -94,7 +99,7 @@ class Forecast(pipeline.Task):
         give back the same float32 values (the normalization computes in float32):
         about 100 bytes of the compressed file, most of it the metadata entry."""
         from common.tflite import tflite_file
-        shortest = {name: [float(np.format_float_positional(np.float32(v))) for v in values]
+        shortest = {name: [float(float32_text(v)) for v in values]
                     for name, values in dataclasses.asdict(data.normalizer).items()}
         return tflite_file.with_metadata(tflite_bytes, NORMALIZATION,
                                          json.dumps(shortest, separators=(",", ":")))
@@ -121,6 +126,15 @@ class Forecast(pipeline.Task):
     def output_names(self, data):
         return [f"step {step + 1} {column}" for step in range(jena.LABEL_STEPS)
                 for column in jena.COLUMNS]
+
+    def input_notes(self, data, recipe):
+        norm = data.normalizer
+        return [f"the last {jena.INPUT_STEPS} rows (10 minutes apart) of "
+                f"({', '.join(jena.COLUMNS)}), oldest first, row-major",
+                *(f"{column}: (x - {float32_text(mean)}) / ({float32_text(std)} + "
+                  f"{jena.NORM_EPSILON:g})"
+                  for column, mean, std in zip(jena.COLUMNS, norm.mean, norm.std)),
+                "outputs: in the columns' own units (not normalized)"]
 
     def score(self, outputs, y, data):
         """T and RH MAE over every window and step."""

@@ -233,6 +233,38 @@ class FeatureConfig:
             raise ValueError(f"resize_method must be one of {sorted(RESIZE_MATRICES)}, "
                              f"got {self.resize_method!r}")
 
+    def describe(self):
+        """The front end in words, a line each: what a firmware computes from the
+        microphone's samples to make the model's input (``extract``)."""
+        rows, cols = self.shape[:2]
+        lines = [f"{CLIP_SECONDS:g} s of {self.sample_rate} Hz mono audio, 16-bit samples "
+                 f"/ 32768 ({self.clip_samples} samples, a shorter clip zero-padded at "
+                 "the end)",
+                 f"frames of {self.frame_length} samples every {self.frame_step} "
+                 f"({self.num_frames}, no padding), periodic Hann window, |rfft| of "
+                 f"{self.fft_length} points"]
+        if self.kind == "mfcc":
+            lines += [f"{self.num_mel_bins} HTK-mel triangular filters {self.lower_hz:g}-"
+                      f"{self.upper_hz:g} Hz (tf.signal.linear_to_mel_weight_matrix), "
+                      "log(x + 1e-6)",
+                      f"the first {self.num_mfccs} DCT-II coefficients "
+                      "(tf.signal.mfccs_from_log_mel_spectrograms)"]
+        else:
+            kept = (f" up to {self.max_hz:g} Hz ({self.stft_bins} bins)" if self.max_hz
+                    else "")
+            lines.append(f"the magnitudes{kept}" + (", log(x + 1e-6)"
+                                                    if self.log_magnitude else ""))
+            if self.resize:
+                lines.append(f"resized to {self.resize}x{self.resize} "
+                             f"({self.resize_method}, both axes)")
+        if self.remove_mean:
+            over = (f"the frames whose level (frame_level_db) is within "
+                    f"{self.mean_gate_db:g} dB of the loudest" if self.mean_gate_db
+                    else "every frame")
+            lines.append(f"each column less its mean over {over}")
+        lines.append(f"the input image: {rows} rows (time) x {cols} columns, row-major")
+        return lines
+
     @property
     def clip_samples(self):
         return int(self.sample_rate * CLIP_SECONDS)
@@ -355,10 +387,11 @@ def remove_clip_mean(config, image):
     removal takes it out, as long as no bin sits at the log's 1e-6 floor.
 
     With ``config.mean_gate_db`` > 0 the mean is taken over the frames whose
-    ``frame_level_db`` is within that many dB of the loudest only. Over every frame, the mean moves with how
-    much of the clip is silence: a zero-filled (digital silence) frame sits at the
-    log's floor (-120 dB, about 100 dB below the dataset's speech), so a word moved
-    250 ms shifts every frame's first MFCC by more than its spread within the clip."""
+    ``frame_level_db`` is within that many dB of the loudest only. Over every frame,
+    the mean moves with how much of the clip is silence: a zero-filled (digital
+    silence) frame sits at the log's floor (-120 dB, about 100 dB below the dataset's
+    speech), so a word moved 250 ms shifts every frame's first MFCC by more than its
+    spread within the clip."""
     frames = image
     if config.mean_gate_db:
         level_db = frame_level_db(config, image)

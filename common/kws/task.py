@@ -135,6 +135,9 @@ class KeywordSpotting(pipeline.Task):
     def output_names(self, data):
         return data.labels
 
+    def input_notes(self, data, recipe):
+        return recipe.features.describe()
+
     def score(self, outputs, y, data):
         """Accuracy and the confusion matrix, outputs read in the label order."""
         if outputs.shape[1] != len(data.labels):
