@@ -245,7 +245,9 @@ def test_the_front_ends_description_follows_every_field(field):
 def test_the_description_names_the_image_and_the_mean_removal():
     plain, gated = audio.FeatureConfig().describe(), MFCC_GATED.describe()
     assert plain[-1] == gated[-1] == "the input image: 49 rows (time) x 10 columns, row-major"
-    assert "within 30 dB of the loudest" in gated[-2]
+    assert "within 30 dB of the loudest row" in gated[-3]
+    assert gated[-2] == "(a row's level in dB: 20 / ln(10) x its first coefficient / " \
+                        "sqrt(80); frame_level_db)"
     assert not any("mean" in line for line in plain)
     assert "resized to 40x40 (area, both axes)" in LOG_STFT.describe()
 

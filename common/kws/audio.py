@@ -257,11 +257,14 @@ class FeatureConfig:
             if self.resize:
                 lines.append(f"resized to {self.resize}x{self.resize} "
                              f"({self.resize_method}, both axes)")
-        if self.remove_mean:
-            over = (f"the frames whose level (frame_level_db) is within "
-                    f"{self.mean_gate_db:g} dB of the loudest" if self.mean_gate_db
-                    else "every frame")
-            lines.append(f"each column less its mean over {over}")
+        if self.remove_mean and self.mean_gate_db:
+            level = (f"its first coefficient / sqrt({2 * self.num_mel_bins})"
+                     if self.kind == "mfcc" else "the mean of its values")
+            lines += [f"each column less its mean over the rows within "
+                      f"{self.mean_gate_db:g} dB of the loudest row",
+                      f"(a row's level in dB: 20 / ln(10) x {level}; frame_level_db)"]
+        elif self.remove_mean:
+            lines.append("each column less its mean over every row")
         lines.append(f"the input image: {rows} rows (time) x {cols} columns, row-major")
         return lines
 
