@@ -3,8 +3,10 @@ import datetime
 import math
 import os
 import random
+import signal
 import struct
 import sys
+import time
 import wave
 
 import numpy as np
@@ -16,6 +18,20 @@ sys.path.insert(0, ROOT)
 import common  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 LABELS = ["down", "go", "left", "no", "right", "stop", "up", "yes"]
+TF_TURNS_A_SIGNAL_INTO = ("SystemError", "nothing (swallowed)")
+
+
+def signal_lost_in_tensorflow(signum, tf_turns_it_into):
+    """Send this process ``signum`` (as Ctrl-C or kill would) while "inside TensorFlow",
+    whose C layer turns the handler's exception into a SystemError or swallows it
+    (one of ``TF_TURNS_A_SIGNAL_INTO``)."""
+    try:
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler interrupts the sleep
+    except KeyboardInterrupt as err:
+        if tf_turns_it_into == "SystemError":
+            raise SystemError("<built-in function __import__> returned a result with "
+                              "an exception set") from err
 START = datetime.datetime(2024, 1, 1)  # the synthetic CSVs' first 'Date Time'
 
 

@@ -21,7 +21,8 @@ from common import search  # noqa: E402
 from common.budget import Limit  # noqa: E402
 from common.cli import run_main  # noqa: E402
 from common.errors import Terminated, UserError  # noqa: E402
-from conftest import ROOT, write_jena_csv  # noqa: E402
+from conftest import (ROOT, TF_TURNS_A_SIGNAL_INTO, signal_lost_in_tensorflow,  # noqa: E402
+                      write_jena_csv)
 
 
 @dataclass(frozen=True)
@@ -138,20 +139,14 @@ def signal_during_trial(signum, tf_turns_it_into):
     def evaluate(recipe, seed):
         calls.append(recipe.width)
         if len(calls) == 2:
-            try:
-                os.kill(os.getpid(), signum)
-                time.sleep(5)  # the handler interrupts the sleep
-            except KeyboardInterrupt as err:
-                if tf_turns_it_into == "SystemError":
-                    raise SystemError("<built-in function> returned a result with an "
-                                      "exception set") from err
+            signal_lost_in_tensorflow(signum, tf_turns_it_into)
         return size_from_width(recipe, seed)
     return evaluate, calls
 
 
 @pytest.mark.parametrize("signum, raised", [(signal.SIGINT, KeyboardInterrupt),
                                             (signal.SIGTERM, Terminated)])
-@pytest.mark.parametrize("tf_turns_it_into", ["SystemError", "nothing (swallowed)"])
+@pytest.mark.parametrize("tf_turns_it_into", TF_TURNS_A_SIGNAL_INTO)
 def test_a_signal_stops_the_search_whatever_tensorflow_makes_of_it(
         tmp_path, optuna_log, signum, raised, tf_turns_it_into):
     evaluate, calls = signal_during_trial(signum, tf_turns_it_into)

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import zlib
 
 import numpy as np
@@ -23,7 +22,8 @@ from common.errors import (Terminated, UserError, forget_stop, raise_pending_sto
                            stop_on_signal)
 from common.kws.features import METADATA as FEATURES_METADATA
 from common.tflite import optimize, tflite_file, training
-from conftest import ROOT, write_jena_csv
+from conftest import (ROOT, TF_TURNS_A_SIGNAL_INTO, signal_lost_in_tensorflow,
+                      write_jena_csv)
 from test_cli import FAST_KWS, assert_bad_input, kws_args, run_in_process, run_script
 
 MODELS = os.path.join(ROOT, "models")
@@ -271,7 +271,7 @@ def test_sigterm_stops_a_run_with_one_line(tmp_path):
 
 @pytest.mark.parametrize("signum, code, word", [(signal.SIGTERM, 143, "terminated"),
                                                (signal.SIGINT, 130, "interrupted")])
-@pytest.mark.parametrize("tf_turns_it_into", ["SystemError", "nothing (swallowed)"])
+@pytest.mark.parametrize("tf_turns_it_into", TF_TURNS_A_SIGNAL_INTO)
 @pytest.mark.parametrize("then", ["publishes", "returns"])
 def test_a_signal_tensorflow_loses_still_stops_the_run(tmp_path, capsys, signum, code,
                                                        word, tf_turns_it_into, then):
@@ -280,13 +280,7 @@ def test_a_signal_tensorflow_loses_still_stops_the_run(tmp_path, capsys, signum,
     out = tmp_path / "out"
 
     def main(argv):
-        try:
-            os.kill(os.getpid(), signum)
-            time.sleep(5)  # the handler interrupts the sleep
-        except KeyboardInterrupt as err:
-            if tf_turns_it_into == "SystemError":
-                raise SystemError("<built-in function __import__> returned a result "
-                                  "with an exception set") from err
+        signal_lost_in_tensorflow(signum, tf_turns_it_into)
         if then == "publishes":
             artifacts.publish(str(out), {"x": b"1"})
         return 0
@@ -323,11 +317,7 @@ def test_training_stops_after_a_lost_signal():
     x = np.zeros((64, 2), np.float32)
     previous = signal.signal(signal.SIGTERM, stop_on_signal)
     try:
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)
-        except Terminated:
-            pass  # lost, as inside TensorFlow
+        signal_lost_in_tensorflow(signal.SIGTERM, "nothing (swallowed)")
         with pytest.raises(Terminated):
             training.fit(model, (x, x[:, :1]), (x, x[:, :1]),
                          training.TrainingSettings(epochs=50, batch_size=8,
