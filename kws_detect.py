@@ -71,14 +71,12 @@ def settings_of(spotter, args):
     return settings
 
 
-def audio_pieces(path, rate):
-    """The audio as float pieces at ``rate``: a whole WAV file at once, or standard
-    input as it arrives."""
+def audio_pieces(path, rate, recording=None):
+    """The audio as float pieces at ``rate``: a WAV file (``recording``, its bytes
+    mapped or read) a second at a time, so the lines come as they fire and Ctrl-C
+    keeps them, or standard input as it arrives."""
     if path != "-":
-        signal, file_rate = audio.read_wav_any(path)
-        signal = audio.resample_long(signal, file_rate, rate)
-        for start in range(0, len(signal), rate):  # a second at a time: the lines come
-            yield signal[start:start + rate]        # as they fire, Ctrl-C keeps them
+        yield from audio.wav_pieces(path, rate, recording)
         return
     if rate != stream.RAW_RATE:
         raise UserError(f"the model listens at {rate} Hz; standard input is read as "
@@ -94,7 +92,7 @@ def audio_pieces(path, rate):
         data = rest + data
         whole = len(data) // 2 * 2
         rest = data[whole:]
-        yield np.frombuffer(data[:whole], "<i2").astype(np.float32) / 32768.0
+        yield audio.pcm_to_mono(np.frombuffer(data[:whole], "<i2").reshape(-1, 1))
 
 
 def show(detection, labels):
@@ -102,7 +100,7 @@ def show(detection, labels):
     print(f"{time_s:.2f}  {labels[index]}  {score:.2f}", flush=True)
 
 
-def listen(spotter, settings, audio_path, as_json):
+def listen(spotter, settings, audio_path, recording, as_json):
     """Run the detector; returns ``(detections, listener, seconds spent)`` and the
     interruption, if any (the detections found until then are kept)."""
     from common.tflite.runtime import Runner
@@ -114,7 +112,7 @@ def listen(spotter, settings, audio_path, as_json):
     listener = stream.Listener(runner, spotter.features, spotter.labels, settings)
     found, start, stopped = [], time.perf_counter(), None
     try:
-        for piece in audio_pieces(audio_path, spotter.features.sample_rate):
+        for piece in audio_pieces(audio_path, spotter.features.sample_rate, recording):
             for detection in listener.feed(piece):
                 found.append(detection)
                 if not as_json:
@@ -128,14 +126,17 @@ def main(argv=None):
     args = parse_args(argv)
     if sys.stdout is None:
         raise UserError("standard output is closed: the detections would be lost")
-    if args.audio != "-":
-        audio.read_file(args.audio)  # a missing file fails before TensorFlow loads
+    recording = None
+    if args.audio != "-":  # mapped, not read, and a bad file fails before TensorFlow loads
+        recording = audio.read_file(args.audio, mapped=True)
+        audio.read_pcm(args.audio, recording, audio.ANY_WAV_HINT)
     spotter = stream.read_spotter(args.model)
     settings = settings_of(spotter, args)
     if not spotter.listens:
         print("note: this model has no background or unknown output; only the threshold "
               "rejects other sounds", file=sys.stderr)
-    found, listener, spent, stopped = listen(spotter, settings, args.audio, args.json)
+    found, listener, spent, stopped = listen(spotter, settings, args.audio, recording,
+                                             args.json)
     if args.json:
         print(json.dumps([{"time_s": t, "label": spotter.labels[i], "score": round(s, 4)}
                           for t, i, s in found]), flush=True)

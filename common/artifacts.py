@@ -4,11 +4,13 @@ import fcntl
 import hashlib
 import importlib.metadata
 import json
+import mmap
 import os
 import platform
 import re
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -117,15 +119,20 @@ class ModelFile:
         return sizes(self.tflite_bytes, compress(self.tflite_bytes))
 
 
-def read_input(path, kind, missing_hint, folder_hint):
+def read_input(path, kind, missing_hint, folder_hint, mapped=False):
     """The bytes of an input file the user named, read once (a pipe, ``<(...)``, can
     be read only once, and a checksum must be of the bytes parsed). A folder, a
     missing or an unreadable file is a UserError naming ``kind`` ("WAV file") and what
-    to do about it."""
+    to do about it. With ``mapped``, a regular file is memory-mapped (read-only)
+    instead of read: the system pages in what is used, so a recording of any length
+    costs no memory up front (a pipe or an empty file is still read)."""
     if os.path.isdir(path):
         raise UserError(f"{path!r} is a folder, not a {kind}; {folder_hint}")
     try:
         with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            if mapped and stat.S_ISREG(info.st_mode) and info.st_size:
+                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             return f.read()
     except FileNotFoundError:
         raise UserError(f"{kind} {path!r} does not exist; {missing_hint}") from None

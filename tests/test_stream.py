@@ -105,6 +105,48 @@ def test_resample_long_equals_the_one_shot_resampler(rates):
     assert np.allclose(long, audio.resample(signal, *rates), atol=1e-5)
 
 
+@pytest.mark.parametrize("rate, channels", [(44100, 2), (16000, 1), (8000, 3)])
+def test_wav_pieces_are_the_whole_file_resampled(tmp_path, rate, channels):
+    rng = np.random.default_rng(2)
+    path = str(tmp_path / "rec.wav")
+    write_wav(path, list(rng.uniform(-0.9, 0.9, int(rate * 3.3) * channels)), rate=rate,
+              channels=channels)
+    pieces = list(audio.wav_pieces(path, 16000))
+    whole, file_rate = audio.read_wav_any(path)
+    assert max(len(p) for p in pieces) <= 16000 and len(pieces) >= 3
+    assert np.array_equal(np.concatenate(pieces), audio.resample_long(whole, file_rate,
+                                                                      16000))
+
+
+def test_a_long_recording_is_listened_to_without_reading_it_into_memory(tmp_path):
+    """kws_detect maps the file and converts a piece at a time: the memory a
+    recording costs does not grow with its length (a Raspberry Pi's hours of audio)."""
+    import tracemalloc
+
+    def recording(seconds, rate=48000):
+        path = str(tmp_path / f"{seconds}s.wav")
+        with wave.open(path, "wb") as w:
+            w.setnchannels(2)
+            w.setsampwidth(2)
+            w.setframerate(rate)
+            w.writeframes(np.random.default_rng(0).integers(
+                -3000, 3000, seconds * rate * 2).astype("<i2").tobytes())
+        return path
+
+    def peak(consume):
+        tracemalloc.start()
+        consume()
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak_bytes
+    short, long = recording(15), recording(60)  # 2.9 and 11.5 MB
+    streamed = [peak(lambda: sum(len(p) for p in audio.wav_pieces(path, 16000)))
+                for path in (short, long)]
+    assert streamed[1] < 1.2 * streamed[0] and streamed[1] < os.path.getsize(long) / 10
+    whole = peak(lambda: audio.read_wav_any(long))  # what the detector did before
+    assert whole > 3 * os.path.getsize(long)
+
+
 # --- the made negatives -------------------------------------------------------
 
 def test_made_negatives_are_labelled_and_counted():
@@ -342,6 +384,31 @@ def test_listening_model_records_its_outputs_and_settings(listening_model):
     assert report["listening"]["settings"] == dataclasses.asdict(spotter.settings)
     assert report["listening"]["settings_source"] == "model metadata"
     assert report["data"]["negatives"]["examples"]["train"][negatives.BACKGROUND] > 0
+
+
+def test_detector_reads_a_recording_from_a_pipe_once(listening_model, tmp_path):
+    """``kws_detect.py model <(sox ...)``: the file is a pipe, which can be read once."""
+    import threading
+    tone_recording(tmp_path / "rec.wav")
+    read_end, write_end = os.pipe()
+
+    def write():
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write((tmp_path / "rec.wav").read_bytes())
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        result = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "kws_detect.py"), str(listening_model),
+             f"/dev/fd/{read_end}", "--json", "--threshold", "0.6", "--average", "0.3",
+             "--suppression", "1.5"],
+            capture_output=True, text=True, cwd=ROOT, timeout=300, pass_fds=(read_end,))
+    finally:
+        os.close(read_end)
+        writer.join()
+    assert result.returncode == 0, result.stderr
+    assert [d["label"] for d in json.loads(result.stdout)] == ["go", "stop", "yes"]
+    assert "processed 12.0 s of audio" in result.stderr
 
 
 def test_detector_finds_each_tone_word_and_nothing_between(listening_model, tmp_path):

@@ -21,64 +21,76 @@ DATASET_RATE = 16000
 CLIP_SECONDS = 1.0
 MIC_RATE = 48000  # the latency benchmark's microphone rate
 REPLACE = "replace it with a 16-bit mono PCM WAV (e.g. extract the dataset again)"
+ANY_WAV_HINT = "give a 16-bit PCM WAV file"  # where any rate and channel count will do
 WAVE_FORMAT_PCM, WAVE_FORMAT_EXTENSIBLE = 1, 0xFFFE
 # KSDATAFORMAT_SUBTYPE_PCM, 00000001-0000-0010-8000-00aa00389b71, as stored in a file
 PCM_SUBFORMAT = bytes.fromhex("0100000000001000800000aa00389b71")
 
 
-def read_file(path):
-    """The bytes of an audio file. Raises UserError for a missing or unreadable file or
-    a folder."""
-    return artifacts.read_input(path, "WAV file", "check the path", REPLACE)
+def read_file(path, mapped=False):
+    """The bytes of an audio file (``mapped``: memory-mapped when it is a regular
+    file, see ``artifacts.read_input``). Raises UserError for a missing or unreadable
+    file or a folder."""
+    return artifacts.read_input(path, "WAV file", "check the path", REPLACE, mapped)
 
 
-def _extensible_as_pcm(path, content):
-    """Python 3.11's ``wave`` rejects WAVE_FORMAT_EXTENSIBLE headers ("unknown format:
-    65534") even when their sub-format is PCM. Such a file is a plain PCM file with a
-    longer ``fmt `` chunk: return its bytes with the format tag set to PCM (``wave``
-    skips the extra fields). Other content is returned unchanged."""
+def _data_chunk(content):
+    """The offset of the ``data`` chunk's header in a RIFF/WAVE file, or None (not a
+    RIFF/WAVE file, or no ``data`` chunk in its bytes)."""
     pos = 12  # the chunks follow "RIFF", the RIFF size and "WAVE"
-    while content[:4] + content[8:12] == b"RIFFWAVE" and pos + 10 <= len(content):
-        name, size, tag = struct.unpack_from("<4sIH", content, pos)
-        if name == b"fmt ":
-            if tag != WAVE_FORMAT_EXTENSIBLE:
-                break
-            if content[pos + 32:pos + 48] != PCM_SUBFORMAT:  # the SubFormat GUID
-                raise UserError(f"{path!r} is a WAVE_FORMAT_EXTENSIBLE file whose samples "
-                                "are not PCM; clips must be 16-bit PCM")
-            return (content[:pos + 8] + struct.pack("<H", WAVE_FORMAT_PCM)
-                    + content[pos + 10:])
-        pos += 8 + size + size % 2  # chunks are padded to an even size
-    return content
-
-
-def _streamed_sizes(content):
-    """A writer that streams (to a pipe, or before it knows the length) leaves the
-    RIFF and ``data`` chunk sizes at 0 or 0xFFFFFFFF. Such a ``data`` chunk holds the
-    rest of the file: return the bytes with those sizes set from the file's length
-    (``wave`` then keeps the whole samples). Other content is returned unchanged."""
-    unknown = (0, 0xFFFFFFFF)
     if content[:4] + content[8:12] != b"RIFFWAVE":
-        return content
-    fixed = bytearray(content)
-    if struct.unpack_from("<I", content, 4)[0] in unknown:
-        struct.pack_into("<I", fixed, 4, len(content) - 8)
-    pos = 12
+        return None
     while pos + 8 <= len(content):
         name, size = struct.unpack_from("<4sI", content, pos)
         if name == b"data":
-            if size in unknown and len(content) > pos + 8:
-                struct.pack_into("<I", fixed, pos + 4, len(content) - pos - 8)
-            break
+            return pos
+        pos += 8 + size + size % 2  # chunks are padded to an even size
+    return None
+
+
+def _extensible_as_pcm(path, header):
+    """Python 3.11's ``wave`` rejects WAVE_FORMAT_EXTENSIBLE headers ("unknown format:
+    65534") even when their sub-format is PCM. Such a file is a plain PCM file with a
+    longer ``fmt `` chunk: return its header with the format tag set to PCM (``wave``
+    skips the extra fields). Another header is returned unchanged."""
+    pos = 12
+    while header[:4] + header[8:12] == b"RIFFWAVE" and pos + 10 <= len(header):
+        name, size, tag = struct.unpack_from("<4sIH", header, pos)
+        if name == b"fmt ":
+            if tag != WAVE_FORMAT_EXTENSIBLE:
+                break
+            if header[pos + 32:pos + 48] != PCM_SUBFORMAT:  # the SubFormat GUID
+                raise UserError(f"{path!r} is a WAVE_FORMAT_EXTENSIBLE file whose samples "
+                                "are not PCM; clips must be 16-bit PCM")
+            return (header[:pos + 8] + struct.pack("<H", WAVE_FORMAT_PCM)
+                    + header[pos + 10:])
         pos += 8 + size + size % 2
+    return header
+
+
+def _streamed_sizes(header, file_size):
+    """A writer that streams (to a pipe, or before it knows the length) leaves the
+    RIFF and ``data`` chunk sizes at 0 or 0xFFFFFFFF. Such a ``data`` chunk holds the
+    rest of the file: return the header (up to and with the ``data`` chunk's header)
+    with those sizes set from the file's size (``wave`` then counts the whole
+    samples). Another header is returned unchanged."""
+    unknown = (0, 0xFFFFFFFF)
+    fixed = bytearray(header)
+    if struct.unpack_from("<I", header, 4)[0] in unknown:
+        struct.pack_into("<I", fixed, 4, file_size - 8)
+    data = len(header) - 8
+    if struct.unpack_from("<I", header, data + 4)[0] in unknown and file_size > len(header):
+        struct.pack_into("<I", fixed, data + 4, file_size - len(header))
     return bytes(fixed)
 
 
 def read_pcm(path, content=None, hint=REPLACE):
     """``(int16 samples [frames, channels], sample rate)`` of a 16-bit PCM WAV (plain
     or WAVE_FORMAT_EXTENSIBLE, its sizes possibly left unknown by a streaming writer);
-    ``content``, when given, is the file's bytes already read (``path`` then only
-    names it in errors); ``hint`` ends each error (what to do instead).
+    ``content``, when given, is the file's bytes already read or mapped (``path`` then
+    only names it in errors); ``hint`` ends each error (what to do instead). Only the
+    header is parsed (by ``wave``): the samples are a read-only view of ``content``,
+    so a mapped recording is not read into memory.
 
     Raises UserError for a missing, empty, truncated or non-WAV file, a folder, one
     without samples, or one with another sample format.
@@ -87,12 +99,14 @@ def read_pcm(path, content=None, hint=REPLACE):
         content = read_file(path)
     if not content:
         raise UserError(f"{path!r} is empty (0 bytes); {hint}")
+    data = _data_chunk(content)  # without one, what wave makes of the first MiB
+    header = bytes(content[:data + 8] if data is not None else content[:1 << 20])
     try:
-        pcm = _streamed_sizes(_extensible_as_pcm(path, content))
-        with wave.open(io.BytesIO(pcm), "rb") as w:
+        if data is not None:
+            header = _streamed_sizes(_extensible_as_pcm(path, header), len(content))
+        with wave.open(io.BytesIO(header), "rb") as w:
             channels, width, rate, frames = (w.getnchannels(), w.getsampwidth(),
                                              w.getframerate(), w.getnframes())
-            data = w.readframes(frames)
     except EOFError:
         raise UserError(f"{path!r} is not a readable WAV file (it ends inside its "
                         f"header, {len(content)} bytes); {hint}") from None
@@ -102,10 +116,12 @@ def read_pcm(path, content=None, hint=REPLACE):
         raise UserError(f"{path!r} has {8 * width}-bit samples, not 16-bit PCM; {hint}")
     if frames == 0:
         raise UserError(f"{path!r} holds no samples (a WAV header only); {hint}")
-    if len(data) < frames * width * channels:
+    held = (len(content) - len(header)) // (width * channels)
+    if held < frames:
         raise UserError(f"{path!r} is truncated: its header promises {frames} samples, "
-                        f"it holds {len(data) // (width * channels)}; {hint}")
-    return np.frombuffer(data, "<i2").reshape(frames, channels), rate
+                        f"it holds {held}; {hint}")
+    return np.frombuffer(content, "<i2", frames * channels, len(header)).reshape(
+        frames, channels), rate
 
 
 def read_wav(path, expected_rate=DATASET_RATE, content=None):
@@ -166,32 +182,59 @@ def resample(signal, from_rate, to_rate):
 def read_wav_any(path, content=None):
     """``(float32 mono signal in [-1, 1], sample rate)`` of a 16-bit PCM WAV of any
     length, rate and channel count (``audio.read_pcm``; channels are averaged)."""
-    samples, rate = read_pcm(path, content, hint="give a 16-bit PCM WAV file")
-    return samples.astype(np.float32).mean(axis=1) / 32768.0, rate
+    samples, rate = read_pcm(path, content, hint=ANY_WAV_HINT)
+    return pcm_to_mono(samples), rate
+
+
+def pcm_to_mono(samples):
+    """int16 ``[frames, channels]`` -> float32 mono in [-1, 1] (channels averaged)."""
+    return samples.astype(np.float32).mean(axis=1) / 32768.0
+
+
+def wav_pieces(path, to_rate, content=None):
+    """A 16-bit PCM WAV of any length, rate and channel count as float32 mono pieces
+    of about a second at ``to_rate`` whose concatenation is ``resample_long`` of
+    ``read_wav_any``. The file is memory-mapped and converted a piece at a time, so
+    memory does not grow with its length. ``content``: the file already mapped or
+    read. Raises UserError as ``read_pcm`` does."""
+    if content is None:
+        content = read_file(path, mapped=True)
+    samples, rate = read_pcm(path, content, hint=ANY_WAV_HINT)
+    return resample_blocks(samples, rate, to_rate, to_rate, pcm_to_mono)
 
 
 def resample_long(signal, from_rate, to_rate, block_outputs=16000):
     """``resample`` of a recording of any length, in blocks (the one-shot
     version's temporaries grow with the length times the up-sampling factor); each
     block is computed with enough context that the result is the one-shot one."""
-    up, down = _up_down(from_rate, to_rate)
     signal = np.asarray(signal, np.float32)
-    if up == down:
+    if from_rate == to_rate:
         return signal
+    return np.concatenate(list(resample_blocks(signal, from_rate, to_rate, block_outputs)))
+
+
+def resample_blocks(samples, from_rate, to_rate, block_outputs=16000,
+                    to_float=lambda block: np.asarray(block, np.float32)):
+    """``resample_long``'s blocks of about ``block_outputs`` samples, in order, each
+    read from ``samples`` (any array sliced along its first axis) through
+    ``to_float`` only when it is computed."""
+    up, down = _up_down(from_rate, to_rate)
+    if up == down:
+        for start in range(0, len(samples), block_outputs):
+            yield to_float(samples[start:start + block_outputs])
+        return
     _, half_len = _resample_filter(up, down)
     per_block = max(1, block_outputs // up)           # input blocks of per_block * down
     step_in, step_out = per_block * down, per_block * up
     context = -(-(half_len // up + 2) // down) * down  # the filter's reach, in whole
-    n_out = -(-len(signal) * up // down)               # multiples of down
-    out = np.empty(n_out, np.float32)
-    for start in range(0, len(signal), step_in):
+    n_out = -(-len(samples) * up // down)              # multiples of down
+    for start in range(0, len(samples), step_in):
         lo = max(0, start - context)
-        piece = resample(signal[lo:start + step_in + context], from_rate, to_rate)
+        piece = resample(to_float(samples[lo:start + step_in + context]), from_rate,
+                         to_rate)
         skip = (start - lo) * up // down  # exact: start - lo is a multiple of down
         first = start * up // down
-        count = min(step_out, n_out - first)
-        out[first:first + count] = piece[skip:skip + count]
-    return out
+        yield piece[skip:skip + min(step_out, n_out - first)]
 
 
 @dataclass(frozen=True)
