@@ -19,7 +19,7 @@ import time
 from common import cli
 from common.kws import audio, stream
 from common.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, \
-    Terminated, UserError, stop_on_signal
+    Terminated, UserError, forget_stop, pending_stop_or, raise_pending_stop, stop_handlers
 
 EXAMPLES = """\
   python kws_detect.py models/kws_e.tflite.zlib recording.wav
@@ -119,6 +119,7 @@ def listen(spotter, settings, audio_path, recording, as_json):
                     show(detection, spotter.labels)
     except KeyboardInterrupt as err:  # Ctrl-C on a live stream, or SIGTERM
         stopped = err
+        forget_stop()  # reported with the detections
     return found, listener, time.perf_counter() - start, stopped
 
 
@@ -152,25 +153,41 @@ def main(argv=None):
 def run(argv=None):
     """``main`` with the command-line conventions: one ``error:`` line and exit 2 for
     bad input, a closed output pipe included."""
-    import signal
-    signal.signal(signal.SIGTERM, stop_on_signal)
-    try:
-        code = main(argv)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        code = EXIT_BAD_INPUT
-    except BrokenPipeError:
-        print("error: the output pipe was closed", file=sys.stderr)
-        code = EXIT_BAD_INPUT
-    except KeyboardInterrupt as err:  # outside the listening loop
-        terminated = isinstance(err, Terminated)
-        print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-        code = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    with stop_handlers():
+        code = _run(argv)
     try:
         sys.stdout.flush()
     except (AttributeError, ValueError, OSError):  # closed, or a pipe closed early
         pass
     sys.exit(code)
+
+
+def _run(argv):
+    """``main``'s exit code, its errors and stops each reported in one line."""
+    try:
+        code = main(argv)
+        raise_pending_stop()  # a stop whose exception TensorFlow lost
+    except KeyboardInterrupt as err:  # outside the listening loop
+        code = _report_stop(err)
+    except Exception as err:
+        stop = pending_stop_or(err)  # what library code made of a stop's exception
+        if isinstance(stop, KeyboardInterrupt):
+            code = _report_stop(stop)
+        elif isinstance(err, BrokenPipeError):
+            print("error: the output pipe was closed", file=sys.stderr)
+            code = EXIT_BAD_INPUT
+        elif isinstance(err, UserError):
+            print(f"error: {err}", file=sys.stderr)
+            code = EXIT_BAD_INPUT
+        else:
+            raise
+    return code
+
+
+def _report_stop(err):
+    terminated = isinstance(err, Terminated)
+    print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ Exit codes: see ``common.errors``.
 import argparse
 import math
 import os
-import signal
 import sys
 import warnings
 
@@ -15,7 +14,7 @@ import common
 from common import artifacts
 from common import progress
 from common.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated,
-                           UserError, forget_stop, raise_pending_stop, stop_on_signal)
+                           UserError, pending_stop_or, raise_pending_stop, stop_handlers)
 
 
 class Parser(argparse.ArgumentParser):
@@ -251,33 +250,27 @@ def run_main(main, argv=None):
     signal ignored when the run starts stays ignored (a script's background job
     ignores Ctrl-C). Output that cannot be written (see ``SafeStream``) changes
     neither the run nor its exit code."""
-    previous = {signum: signal.signal(signum, stop_on_signal)
-                for signum in (signal.SIGINT, signal.SIGTERM)
-                if signal.getsignal(signum) != signal.SIG_IGN}  # ignored stays ignored
     saved = _guarded_streams()
     artifacts.WRITTEN.clear()
     try:
-        try:
-            code = main(argv)
-            raise_pending_stop()
-        except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
-            code = EXIT_BAD_INPUT
-        except KeyboardInterrupt as err:  # Terminated included
-            code = _report_stop(err)
-        except Exception:
+        with stop_handlers():
             try:
-                raise_pending_stop()  # the error is what a lost signal turned into
-            except KeyboardInterrupt as err:
+                code = main(argv)
+                raise_pending_stop()
+            except KeyboardInterrupt as err:  # Terminated included
                 code = _report_stop(err)
-            else:
-                raise
-        sys.stdout.flush()
-        sys.stderr.flush()
+            except Exception as err:
+                stop = pending_stop_or(err)
+                if isinstance(stop, KeyboardInterrupt):
+                    code = _report_stop(stop)
+                elif isinstance(err, UserError):
+                    print(f"error: {err}", file=sys.stderr)
+                    code = EXIT_BAD_INPUT
+                else:
+                    raise
+            sys.stdout.flush()
+            sys.stderr.flush()
     finally:
-        forget_stop()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         sys.stdout, sys.stderr = saved
     sys.exit(code)
 

@@ -4,6 +4,7 @@ only: safe anywhere).
 Exit codes: 0 the model meets its budget, 2 bad input or usage, 3 the model was
 written but misses its budget, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
+import contextlib
 import signal
 
 EXIT_OK = 0
@@ -26,6 +27,7 @@ class Terminated(KeyboardInterrupt):
 
 # The stop a signal asked for and no one has reported yet (see ``stop_on_signal``).
 _PENDING_STOP = []
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def stop_on_signal(signum, frame):
@@ -35,10 +37,14 @@ def stop_on_signal(signum, frame):
     SystemError that some caller swallows, and the run would go on to finish and exit
     0. ``raise_pending_stop`` at the next safe point (each training batch, before any
     file is written, at the end of the run) raises it again."""
-    stop = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    raise remember_stop(Terminated() if signum == signal.SIGTERM else KeyboardInterrupt())
+
+
+def remember_stop(stop):
+    """Remember ``stop`` (the first one only) for ``raise_pending_stop``; returns it."""
     if not _PENDING_STOP:
         _PENDING_STOP.append(stop)
-    raise stop
+    return stop
 
 
 def raise_pending_stop():
@@ -47,6 +53,28 @@ def raise_pending_stop():
         raise _PENDING_STOP[0]
 
 
+def pending_stop_or(err):
+    """The stop a signal asked for, if one is pending (``err`` is then what library
+    code made of its lost exception), else ``err``."""
+    return _PENDING_STOP[0] if _PENDING_STOP else err
+
+
 def forget_stop():
     """The stop has been reported: what runs next is not stopped by it."""
     _PENDING_STOP.clear()
+
+
+@contextlib.contextmanager
+def stop_handlers(handler=stop_on_signal):
+    """``handler`` for SIGINT and SIGTERM inside the block, the previous handlers
+    after it, and no stop pending on either side. A signal ignored when the block
+    starts stays ignored (a script's background job, ``cmd &``, ignores Ctrl-C)."""
+    forget_stop()
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS
+                if signal.getsignal(signum) != signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+        forget_stop()

@@ -32,7 +32,7 @@ from typing import Callable
 
 from common import artifacts, cli
 from common.budget import budget_holds, check_budget
-from common.errors import Terminated, UserError
+from common.errors import Terminated, UserError, remember_stop, stop_handlers
 
 INSTALL_HINT = "pip install -r requirements-search.txt"
 HEARTBEAT_S = 30  # a trial whose process died is marked failed after 3 heartbeats
@@ -175,7 +175,7 @@ class Interrupt:
     def handler(self, signum, frame):
         if self.signum is None:
             self.trigger(signum)
-            raise self.exception()
+            raise remember_stop(self.exception())  # training stops at its next batch
 
     def exception(self, message=""):
         return (Terminated if self.signum == signal.SIGTERM else KeyboardInterrupt)(message)
@@ -192,14 +192,12 @@ class Interrupt:
         trial (a long traceback) muted; real failures are still logged by Optuna."""
         logger = logging.getLogger("optuna.study._optimize")
         not_interrupted = lambda record: self.signum is None  # noqa: E731
-        previous = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
         logger.addFilter(not_interrupted)
         try:
-            yield self
+            with stop_handlers(self.handler):
+                yield self
         finally:
             logger.removeFilter(not_interrupted)
-            for s, handler in previous.items():
-                signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
 def _interrupted(trial):

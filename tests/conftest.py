@@ -18,13 +18,15 @@ sys.path.insert(0, ROOT)
 import common  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 LABELS = ["down", "go", "left", "no", "right", "stop", "up", "yes"]
-TF_TURNS_A_SIGNAL_INTO = ("SystemError", "nothing (swallowed)")
+TF_TURNS_A_SIGNAL_INTO = ("SystemError", "UserError", "nothing (swallowed)")
 
 
 def signal_lost_in_tensorflow(signum, tf_turns_it_into):
     """Send this process ``signum`` (as Ctrl-C or kill would) while "inside TensorFlow",
     whose C layer turns the handler's exception into a SystemError or swallows it
-    (one of ``TF_TURNS_A_SIGNAL_INTO``)."""
+    (one of ``TF_TURNS_A_SIGNAL_INTO``; a UserError: what the runtime layer makes of
+    the interpreter's errors)."""
+    from common.errors import UserError
     try:
         os.kill(os.getpid(), signum)
         time.sleep(5)  # the handler interrupts the sleep
@@ -32,6 +34,8 @@ def signal_lost_in_tensorflow(signum, tf_turns_it_into):
         if tf_turns_it_into == "SystemError":
             raise SystemError("<built-in function __import__> returned a result with "
                               "an exception set") from err
+        if tf_turns_it_into == "UserError":
+            raise UserError("the interpreter failed") from err
 START = datetime.datetime(2024, 1, 1)  # the synthetic CSVs' first 'Date Time'
 
 

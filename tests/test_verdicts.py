@@ -18,8 +18,7 @@ import forecast_train
 import kws_train
 from common import artifacts
 from common.cli import run_main
-from common.errors import (Terminated, UserError, forget_stop, raise_pending_stop,
-                           stop_on_signal)
+from common.errors import Terminated, UserError, raise_pending_stop, stop_handlers
 from common.kws.features import METADATA as FEATURES_METADATA
 from common.tflite import optimize, tflite_file, training
 from conftest import (ROOT, TF_TURNS_A_SIGNAL_INTO, signal_lost_in_tensorflow,
@@ -293,9 +292,13 @@ def test_a_signal_tensorflow_loses_still_stops_the_run(tmp_path, capsys, signum,
 
 
 def test_a_signal_ignored_when_the_run_starts_stays_ignored(capsys):
-    """As in a script's background job (``cmd &``), which ignores Ctrl-C."""
+    """As in a script's background job (``cmd &``), which ignores Ctrl-C: in a run,
+    in a search, in the detector."""
+    from common import search
+
     def main(argv):
-        os.kill(os.getpid(), signal.SIGINT)
+        with search.Interrupt().installed():
+            os.kill(os.getpid(), signal.SIGINT)
         return 0
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -305,6 +308,22 @@ def test_a_signal_ignored_when_the_run_starts_stays_ignored(capsys):
         signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.parametrize("tf_turns_it_into", TF_TURNS_A_SIGNAL_INTO)
+def test_a_signal_tensorflow_loses_still_stops_the_detector(monkeypatch, capsys,
+                                                             tf_turns_it_into):
+    import kws_detect
+
+    def main(argv):
+        signal_lost_in_tensorflow(signal.SIGTERM, tf_turns_it_into)
+        return 0
+    monkeypatch.setattr(kws_detect, "main", main)
+    with pytest.raises(SystemExit) as exit_info:
+        kws_detect.run([])
+    assert exit_info.value.code == 143
+    assert capsys.readouterr().err == "error: terminated\n"
+    raise_pending_stop()  # reported, so forgotten
+
+
 def test_an_error_without_a_signal_is_not_taken_for_one(capsys):
     def main(argv):
         raise SystemError("a real failure")
@@ -312,20 +331,18 @@ def test_an_error_without_a_signal_is_not_taken_for_one(capsys):
         run_main(main, [])
 
 
-def test_training_stops_after_a_lost_signal():
+@pytest.mark.parametrize("handlers", ["a run's", "a search's"])
+def test_training_stops_after_a_lost_signal(handlers):
+    from common import search
     model = keras.Sequential([keras.layers.Input((2,)), keras.layers.Dense(1)])
     x = np.zeros((64, 2), np.float32)
-    previous = signal.signal(signal.SIGTERM, stop_on_signal)
-    try:
+    with (stop_handlers() if handlers == "a run's" else search.Interrupt().installed()):
         signal_lost_in_tensorflow(signal.SIGTERM, "nothing (swallowed)")
         with pytest.raises(Terminated):
             training.fit(model, (x, x[:, :1]), (x, x[:, :1]),
                          training.TrainingSettings(epochs=50, batch_size=8,
                                                    learning_rate=0.01),
                          loss="mse", verbose=0)
-    finally:
-        forget_stop()
-        signal.signal(signal.SIGTERM, previous)
 
 
 # --- the committed models are what their JSONs say ---------------------------------
