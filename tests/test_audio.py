@@ -246,8 +246,8 @@ def test_the_description_names_the_image_and_the_mean_removal():
     plain, gated = audio.FeatureConfig().describe(), MFCC_GATED.describe()
     assert plain[-1] == gated[-1] == "the input image: 49 rows (time) x 10 columns, row-major"
     assert "within 30 dB of the loudest row" in gated[-3]
-    assert gated[-2] == "(a row's level in dB: 20 / ln(10) x its first coefficient / " \
-                        "sqrt(80); frame_level_db)"
+    assert gated[-2] == ("(a row's level in dB, taken before the subtraction: 20 / "
+                         "ln(10) x its first coefficient / sqrt(80); frame_level_db)")
     assert not any("mean" in line for line in plain)
     assert "resized to 40x40 (area, both axes)" in LOG_STFT.describe()
 
@@ -353,6 +353,24 @@ def test_streamed_wav_with_unknown_data_size_holds_the_rest_of_the_file(
     samples = read(str(streamed))
     assert samples.shape == (16000,)
     assert np.array_equal(samples, read(plain))
+
+
+@pytest.mark.parametrize("size", [0, 0xFFFFFFFF])
+def test_a_streamed_wav_over_4_gib_is_counted_from_the_file_size(tmp_path, size):
+    """Hours of 48 kHz stereo from a streaming writer: a size no 32-bit field holds.
+    The file is sparse (no disk used) and mapped (no memory used)."""
+    path = tmp_path / "long.wav"
+    write_wav(str(path), tone(440, 0.1))
+    content = bytearray(path.read_bytes())
+    data = content.index(b"data")
+    content[4:8] = content[data + 4:data + 8] = struct.pack("<I", size)
+    total = (1 << 32) + 4098  # 4 GiB and a stray byte beyond whole samples
+    with open(path, "wb") as f:
+        f.write(content)
+        f.truncate(total)
+    samples, rate = audio.read_pcm(str(path), audio.read_file(str(path), mapped=True))
+    assert samples.shape == ((total - data - 8) // 2, 1) and rate == 16000
+    assert samples[0, 0] == struct.unpack_from("<h", content, data + 8)[0]
 
 
 def test_augment_is_seeded_and_bounded():

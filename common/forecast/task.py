@@ -129,8 +129,9 @@ class Forecast(pipeline.Task):
 
     def input_notes(self, data, recipe):
         norm = data.normalizer
-        return [f"the last {jena.INPUT_STEPS} rows (10 minutes apart) of "
-                f"({', '.join(jena.COLUMNS)}), oldest first, row-major",
+        return [f"the last {jena.INPUT_STEPS} rows of ({', '.join(jena.COLUMNS)}), "
+                "oldest first, row-major, as far apart as the training CSV's rows (the "
+                "Jena data's: 10 minutes)",
                 *(f"{column}: (x - {float32_text(mean)}) / ({float32_text(std)} + "
                   f"{jena.NORM_EPSILON:g})"
                   for column, mean, std in zip(jena.COLUMNS, norm.mean, norm.std)),

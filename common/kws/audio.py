@@ -68,20 +68,30 @@ def _extensible_as_pcm(path, header):
     return header
 
 
+UNKNOWN_SIZES = (0, 0xFFFFFFFF)
+MAX_CHUNK_SIZE = 0xFFFFFFFF  # a RIFF size field's 32 bits: a longer file's size is counted
+
+
 def _streamed_sizes(header, file_size):
     """A writer that streams (to a pipe, or before it knows the length) leaves the
     RIFF and ``data`` chunk sizes at 0 or 0xFFFFFFFF. Such a ``data`` chunk holds the
     rest of the file: return the header (up to and with the ``data`` chunk's header)
-    with those sizes set from the file's size (``wave`` then counts the whole
-    samples). Another header is returned unchanged."""
-    unknown = (0, 0xFFFFFFFF)
+    with those sizes set from the file's size, at most 32 bits' worth, for ``wave``
+    to parse (``read_pcm`` counts the samples from the file's size). Another header
+    is returned unchanged."""
     fixed = bytearray(header)
-    if struct.unpack_from("<I", header, 4)[0] in unknown:
-        struct.pack_into("<I", fixed, 4, file_size - 8)
+    if struct.unpack_from("<I", header, 4)[0] in UNKNOWN_SIZES:
+        struct.pack_into("<I", fixed, 4, min(file_size - 8, MAX_CHUNK_SIZE))
     data = len(header) - 8
-    if struct.unpack_from("<I", header, data + 4)[0] in unknown and file_size > len(header):
-        struct.pack_into("<I", fixed, data + 4, file_size - len(header))
+    if _streamed(header, data) and file_size > len(header):
+        struct.pack_into("<I", fixed, data + 4, min(file_size - len(header),
+                                                    MAX_CHUNK_SIZE))
     return bytes(fixed)
+
+
+def _streamed(content, data):
+    """Whether the ``data`` chunk at ``data`` has an unknown size (0 or 0xFFFFFFFF)."""
+    return struct.unpack_from("<I", content, data + 4)[0] in UNKNOWN_SIZES
 
 
 def read_pcm(path, content=None, hint=REPLACE):
@@ -114,9 +124,11 @@ def read_pcm(path, content=None, hint=REPLACE):
         raise UserError(f"{path!r} is not a readable WAV file ({err}); {hint}") from None
     if width != 2:
         raise UserError(f"{path!r} has {8 * width}-bit samples, not 16-bit PCM; {hint}")
+    held = (len(content) - len(header)) // (width * channels)
+    if data is not None and _streamed(content, data):
+        frames = held  # the rest of the file, over 4 GiB too
     if frames == 0:
         raise UserError(f"{path!r} holds no samples (a WAV header only); {hint}")
-    held = (len(content) - len(header)) // (width * channels)
     if held < frames:
         raise UserError(f"{path!r} is truncated: its header promises {frames} samples, "
                         f"it holds {held}; {hint}")
@@ -289,13 +301,15 @@ class FeatureConfig:
         if self.kind == "mfcc":
             lines += [f"{self.num_mel_bins} HTK-mel triangular filters {self.lower_hz:g}-"
                       f"{self.upper_hz:g} Hz (tf.signal.linear_to_mel_weight_matrix), "
-                      "log(x + 1e-6)",
-                      f"the first {self.num_mfccs} DCT-II coefficients "
-                      "(tf.signal.mfccs_from_log_mel_spectrograms)"]
+                      "ln(x + 1e-6)",
+                      f"the first {self.num_mfccs} DCT-II coefficients, c_k = sum_n "
+                      f"2 cos(pi k (2n + 1) / {2 * self.num_mel_bins}) x_n / "
+                      f"sqrt({2 * self.num_mel_bins}) (not orthonormal: "
+                      "tf.signal.mfccs_from_log_mel_spectrograms)"]
         else:
             kept = (f" up to {self.max_hz:g} Hz ({self.stft_bins} bins)" if self.max_hz
                     else "")
-            lines.append(f"the magnitudes{kept}" + (", log(x + 1e-6)"
+            lines.append(f"the magnitudes{kept}" + (", ln(x + 1e-6)"
                                                     if self.log_magnitude else ""))
             if self.resize:
                 lines.append(f"resized to {self.resize}x{self.resize} "
@@ -305,7 +319,8 @@ class FeatureConfig:
                      if self.kind == "mfcc" else "the mean of its values")
             lines += [f"each column less its mean over the rows within "
                       f"{self.mean_gate_db:g} dB of the loudest row",
-                      f"(a row's level in dB: 20 / ln(10) x {level}; frame_level_db)"]
+                      f"(a row's level in dB, taken before the subtraction: 20 / ln(10) "
+                      f"x {level}; frame_level_db)"]
         elif self.remove_mean:
             lines.append("each column less its mean over every row")
         lines.append(f"the input image: {rows} rows (time) x {cols} columns, row-major")
