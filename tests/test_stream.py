@@ -147,6 +147,29 @@ def test_a_long_recording_is_listened_to_without_reading_it_into_memory(tmp_path
     assert whole > 3 * os.path.getsize(long)
 
 
+def test_a_recording_that_shrinks_while_it_is_read_is_an_error_not_a_crash(tmp_path):
+    """Reading the lost pages of a mapped file kills the process (SIGBUS): the file's
+    size is checked before each piece (in a child process, as the crash would take
+    the tests with it)."""
+    path = str(tmp_path / "rec.wav")
+    write_wav(path, [0.1] * 16000 * 5)
+    script = ("import os, sys; sys.path.insert(0, {root!r})\n"
+              "from common.kws import audio\n"
+              "from common.errors import UserError\n"
+              "pieces = audio.wav_pieces({path!r}, 16000)\n"
+              "next(pieces)\n"
+              "os.truncate({path!r}, 44)\n"
+              "try:\n"
+              "    list(pieces)\n"
+              "except UserError as err:\n"
+              "    print(err)\n").format(root=ROOT, path=path)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, (result.returncode, result.stderr[-500:])
+    assert result.stdout == (f"{path!r} shrank while it was being read (to 44 bytes); "
+                             "give a file no one is rewriting\n")
+
+
 # --- the made negatives -------------------------------------------------------
 
 def test_made_negatives_are_labelled_and_counted():

@@ -7,6 +7,7 @@ inference time; the tests check both against TensorFlow.
 """
 import io
 import math
+import mmap
 import struct
 import wave
 from dataclasses import dataclass
@@ -107,6 +108,18 @@ def read_pcm(path, content=None, hint=REPLACE):
     """
     if content is None:
         content = read_file(path)
+    frames, channels, rate, offset = _pcm_layout(path, content, hint)
+    return _pcm_view(content, frames, channels, offset), rate
+
+
+def _pcm_view(content, frames, channels, offset):
+    return np.frombuffer(content, "<i2", frames * channels, offset).reshape(frames,
+                                                                            channels)
+
+
+def _pcm_layout(path, content, hint):
+    """``(frames, channels, rate, offset of the first sample)`` of ``read_pcm``'s
+    file, its errors raised."""
     if not content:
         raise UserError(f"{path!r} is empty (0 bytes); {hint}")
     data = _data_chunk(content)  # without one, what wave makes of the first MiB
@@ -132,8 +145,7 @@ def read_pcm(path, content=None, hint=REPLACE):
     if held < frames:
         raise UserError(f"{path!r} is truncated: its header promises {frames} samples, "
                         f"it holds {held}; {hint}")
-    return np.frombuffer(content, "<i2", frames * channels, len(header)).reshape(
-        frames, channels), rate
+    return frames, channels, rate, len(header)
 
 
 def read_wav(path, expected_rate=DATASET_RATE, content=None):
@@ -211,8 +223,33 @@ def wav_pieces(path, to_rate, content=None):
     read. Raises UserError as ``read_pcm`` does."""
     if content is None:
         content = read_file(path, mapped=True)
-    samples, rate = read_pcm(path, content, hint=ANY_WAV_HINT)
+    frames, channels, rate, offset = _pcm_layout(path, content, ANY_WAV_HINT)
+    samples = _pcm_view(content, frames, channels, offset)
+    if isinstance(content, mmap.mmap):
+        samples = _SizeChecked(path, content, samples, offset)
     return resample_blocks(samples, rate, to_rate, to_rate, pcm_to_mono)
+
+
+class _SizeChecked:
+    """A mapped recording's samples, each slice checked against the file's size
+    before it is read: reading the pages of a file that shrank since it was mapped
+    kills the process (SIGBUS); here it is a UserError (unless the file shrinks
+    between the check and the read)."""
+
+    def __init__(self, path, mapped, samples, offset):
+        self.path, self.mapped, self.samples, self.offset = path, mapped, samples, offset
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, frames):
+        """``frames``: a slice with a stop, as ``resample_blocks`` takes them."""
+        last = min(frames.stop, len(self.samples))
+        if self.mapped.size() < self.offset + last * self.samples.strides[0]:
+            raise UserError(f"{self.path!r} shrank while it was being read (to "
+                            f"{self.mapped.size()} bytes); give a file no one is "
+                            "rewriting")
+        return self.samples[frames]
 
 
 def resample_long(signal, from_rate, to_rate, block_outputs=16000):
