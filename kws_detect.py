@@ -113,6 +113,7 @@ def listen(spotter, settings, audio_path, recording, as_json):
     found, start, stopped = [], time.perf_counter(), None
     try:
         for piece in audio_pieces(audio_path, spotter.features.sample_rate, recording):
+            raise_pending_stop()  # a stop TensorFlow lost while the model loaded
             for detection in listener.feed(piece):
                 found.append(detection)
                 if not as_json:

@@ -132,7 +132,10 @@ def read_input(path, kind, missing_hint, folder_hint, mapped=False):
         with open(path, "rb") as f:
             info = os.fstat(f.fileno())
             if mapped and stat.S_ISREG(info.st_mode) and info.st_size:
-                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                try:
+                    return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                except (OSError, ValueError, OverflowError):
+                    pass  # a file system, or an address space, that cannot map it
             return f.read()
     except FileNotFoundError:
         raise UserError(f"{kind} {path!r} does not exist; {missing_hint}") from None

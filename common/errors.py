@@ -64,17 +64,29 @@ def forget_stop():
     _PENDING_STOP.clear()
 
 
+_DEPTH = [0]  # how many stop_handlers blocks are open
+
+
 @contextlib.contextmanager
 def stop_handlers(handler=stop_on_signal):
     """``handler`` for SIGINT and SIGTERM inside the block, the previous handlers
-    after it, and no stop pending on either side. A signal ignored when the block
-    starts stays ignored (a script's background job, ``cmd &``, ignores Ctrl-C)."""
-    forget_stop()
+    after it. A signal ignored when the block starts stays ignored (a script's
+    background job, ``cmd &``, ignores Ctrl-C). The outermost block starts and ends
+    with no stop pending; an inner one (a search inside a run) raises a stop still
+    pending when it starts and leaves one pending when it ends, for the outer block
+    to report."""
+    if _DEPTH[0]:
+        raise_pending_stop()
+    else:
+        forget_stop()
     previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS
                 if signal.getsignal(signum) != signal.SIG_IGN}
+    _DEPTH[0] += 1
     try:
         yield
     finally:
+        _DEPTH[0] -= 1
         for signum, old in previous.items():
             signal.signal(signum, old if old is not None else signal.SIG_DFL)
-        forget_stop()
+        if not _DEPTH[0]:
+            forget_stop()

@@ -147,27 +147,48 @@ def test_a_long_recording_is_listened_to_without_reading_it_into_memory(tmp_path
     assert whole > 3 * os.path.getsize(long)
 
 
-def test_a_recording_that_shrinks_while_it_is_read_is_an_error_not_a_crash(tmp_path):
+@pytest.mark.parametrize("when", ["before its header is read again", "between pieces"])
+def test_a_recording_that_shrinks_while_it_is_read_is_an_error_not_a_crash(tmp_path,
+                                                                          when):
     """Reading the lost pages of a mapped file kills the process (SIGBUS): the file's
-    size is checked before each piece (in a child process, as the crash would take
+    size is checked before the header is parsed (kws_detect maps the file, then loads
+    TensorFlow) and before each piece (in a child process, as the crash would take
     the tests with it)."""
     path = str(tmp_path / "rec.wav")
     write_wav(path, [0.1] * 16000 * 5)
+    early = when.startswith("before")
     script = ("import os, sys; sys.path.insert(0, {root!r})\n"
               "from common.kws import audio\n"
               "from common.errors import UserError\n"
-              "pieces = audio.wav_pieces({path!r}, 16000)\n"
-              "next(pieces)\n"
-              "os.truncate({path!r}, 44)\n"
+              "mapped = audio.read_file({path!r}, mapped=True)\n"
               "try:\n"
+              "    if {early}:\n"
+              "        os.truncate({path!r}, 0)\n"
+              "    pieces = audio.wav_pieces({path!r}, 16000, mapped)\n"
+              "    next(pieces)\n"
+              "    os.truncate({path!r}, 44)\n"
               "    list(pieces)\n"
               "except UserError as err:\n"
-              "    print(err)\n").format(root=ROOT, path=path)
+              "    print(err)\n").format(root=ROOT, path=path, early=early)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, (result.returncode, result.stderr[-500:])
-    assert result.stdout == (f"{path!r} shrank while it was being read (to 44 bytes); "
-                             "give a file no one is rewriting\n")
+    assert result.stdout == (f"{path!r} shrank while it was being read (to "
+                             f"{0 if early else 44} bytes); give a file no one is "
+                             "rewriting\n")
+
+
+def test_a_file_that_cannot_be_mapped_is_read(tmp_path, monkeypatch):
+    """Some file systems (FUSE with direct I/O) and a 32-bit address space refuse a
+    mapping; the file is then read as it always was."""
+    import mmap
+
+    def refuse(*args, **kwargs):
+        raise OSError(19, "No such device")
+    path = tmp_path / "rec.wav"
+    write_wav(str(path), [0.1] * 1600)
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    assert audio.read_file(str(path), mapped=True) == path.read_bytes()
 
 
 # --- the made negatives -------------------------------------------------------
@@ -432,6 +453,19 @@ def test_detector_reads_a_recording_from_a_pipe_once(listening_model, tmp_path):
     assert result.returncode == 0, result.stderr
     assert [d["label"] for d in json.loads(result.stdout)] == ["go", "stop", "yes"]
     assert "processed 12.0 s of audio" in result.stderr
+
+
+def test_the_detector_stops_at_once_after_a_signal_lost_while_the_model_loaded(
+        listening_model, tmp_path):
+    import kws_detect
+    from common.errors import Terminated, remember_stop, stop_handlers
+    tone_recording(tmp_path / "rec.wav")
+    spotter = stream.read_spotter(str(listening_model))
+    with stop_handlers():
+        remember_stop(Terminated())  # its raising lost inside TensorFlow
+        found, listener, _, stopped = kws_detect.listen(
+            spotter, spotter.settings, str(tmp_path / "rec.wav"), None, True)
+    assert isinstance(stopped, Terminated) and found == [] and listener.seconds == 0
 
 
 def test_detector_finds_each_tone_word_and_nothing_between(listening_model, tmp_path):

@@ -271,7 +271,7 @@ def test_sigterm_stops_a_run_with_one_line(tmp_path):
 @pytest.mark.parametrize("signum, code, word", [(signal.SIGTERM, 143, "terminated"),
                                                (signal.SIGINT, 130, "interrupted")])
 @pytest.mark.parametrize("tf_turns_it_into", TF_TURNS_A_SIGNAL_INTO)
-@pytest.mark.parametrize("then", ["publishes", "returns"])
+@pytest.mark.parametrize("then", ["publishes", "returns", "starts a search"])
 def test_a_signal_tensorflow_loses_still_stops_the_run(tmp_path, capsys, signum, code,
                                                        word, tf_turns_it_into, then):
     """What CI saw once: SIGTERM landed inside TensorFlow's C layer, its exception was
@@ -282,6 +282,10 @@ def test_a_signal_tensorflow_loses_still_stops_the_run(tmp_path, capsys, signum,
         signal_lost_in_tensorflow(signum, tf_turns_it_into)
         if then == "publishes":
             artifacts.publish(str(out), {"x": b"1"})
+        if then == "starts a search":  # its own handlers must not forget the stop
+            from common import search
+            with search.Interrupt().installed():
+                return 0
         return 0
     handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
     exit_code, _, err = run_in_process(main, [], capsys)
@@ -293,7 +297,7 @@ def test_a_signal_tensorflow_loses_still_stops_the_run(tmp_path, capsys, signum,
 
 def test_a_signal_ignored_when_the_run_starts_stays_ignored(capsys):
     """As in a script's background job (``cmd &``), which ignores Ctrl-C: in a run,
-    in a search, in the detector."""
+    and in a search inside it."""
     from common import search
 
     def main(argv):

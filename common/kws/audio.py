@@ -223,6 +223,8 @@ def wav_pieces(path, to_rate, content=None):
     read. Raises UserError as ``read_pcm`` does."""
     if content is None:
         content = read_file(path, mapped=True)
+    if isinstance(content, mmap.mmap):
+        _check_size(path, content, len(content))  # shrunk since it was mapped?
     frames, channels, rate, offset = _pcm_layout(path, content, ANY_WAV_HINT)
     samples = _pcm_view(content, frames, channels, offset)
     if isinstance(content, mmap.mmap):
@@ -244,12 +246,16 @@ class _SizeChecked:
 
     def __getitem__(self, frames):
         """``frames``: a slice with a stop, as ``resample_blocks`` takes them."""
-        last = min(frames.stop, len(self.samples))
-        if self.mapped.size() < self.offset + last * self.samples.strides[0]:
-            raise UserError(f"{self.path!r} shrank while it was being read (to "
-                            f"{self.mapped.size()} bytes); give a file no one is "
-                            "rewriting")
+        _, last, _ = frames.indices(len(self.samples))
+        _check_size(self.path, self.mapped, self.offset + last * self.samples.strides[0])
         return self.samples[frames]
+
+
+def _check_size(path, mapped, needed):
+    """A UserError unless the mapped file still holds ``needed`` bytes."""
+    if mapped.size() < needed:
+        raise UserError(f"{path!r} shrank while it was being read (to {mapped.size()} "
+                        "bytes); give a file no one is rewriting")
 
 
 def resample_long(signal, from_rate, to_rate, block_outputs=16000):
