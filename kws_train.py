@@ -114,9 +114,9 @@ RECIPES = {
     # mean removal (94.54 %, the telephone band 91.0 %, 10 dB 91.2 -> 92.8 %); c on all
     # but the level (ROBUST_4: 93.83 % clean, 93.84 before; the long room 79.4 ->
     # 88.8 %).
-    "a": KwsRecipe(features=MFCC_GATED_MEAN, alpha=0.3, sparsity=0.5, first_stride=STRIDE_2X2,
-                   spec_augment=MASK_MFCC, augmentation=CHANNEL_LEVEL,
-                   max_zlib_bytes=25000),
+    "a": KwsRecipe(features=MFCC_GATED_MEAN, alpha=0.3, sparsity=0.5,
+                   first_stride=STRIDE_2X2, spec_augment=MASK_MFCC,
+                   augmentation=CHANNEL_LEVEL, max_zlib_bytes=25000),
     "b": KwsRecipe(features=MFCC, alpha=0.25, sparsity=0.0, first_stride=STRIDE_2X2,
                    spec_augment=MASK_MFCC, augmentation=CHANNEL, max_zlib_bytes=35000,
                    max_inference_ms=1.5),

@@ -35,18 +35,22 @@ def read_file(path, mapped=False):
     return artifacts.read_input(path, "WAV file", "check the path", REPLACE, mapped)
 
 
+def _chunks(content):
+    """``(name, offset of its header)`` of each chunk of a RIFF/WAVE file whose header
+    lies within ``content``, in order (none for another file)."""
+    if content[:4] + content[8:12] != b"RIFFWAVE":
+        return
+    pos = 12  # the chunks follow "RIFF", the RIFF size and "WAVE"
+    while pos + 8 <= len(content):
+        name, size = struct.unpack_from("<4sI", content, pos)
+        yield name, pos
+        pos += 8 + size + size % 2  # chunks are padded to an even size
+
+
 def _data_chunk(content):
     """The offset of the ``data`` chunk's header in a RIFF/WAVE file, or None (not a
     RIFF/WAVE file, or no ``data`` chunk in its bytes)."""
-    pos = 12  # the chunks follow "RIFF", the RIFF size and "WAVE"
-    if content[:4] + content[8:12] != b"RIFFWAVE":
-        return None
-    while pos + 8 <= len(content):
-        name, size = struct.unpack_from("<4sI", content, pos)
-        if name == b"data":
-            return pos
-        pos += 8 + size + size % 2  # chunks are padded to an even size
-    return None
+    return next((pos for name, pos in _chunks(content) if name == b"data"), None)
 
 
 def _extensible_as_pcm(path, header):
@@ -54,19 +58,14 @@ def _extensible_as_pcm(path, header):
     65534") even when their sub-format is PCM. Such a file is a plain PCM file with a
     longer ``fmt `` chunk: return its header with the format tag set to PCM (``wave``
     skips the extra fields). Another header is returned unchanged."""
-    pos = 12
-    while header[:4] + header[8:12] == b"RIFFWAVE" and pos + 10 <= len(header):
-        name, size, tag = struct.unpack_from("<4sIH", header, pos)
-        if name == b"fmt ":
-            if tag != WAVE_FORMAT_EXTENSIBLE:
-                break
-            if header[pos + 32:pos + 48] != PCM_SUBFORMAT:  # the SubFormat GUID
-                raise UserError(f"{path!r} is a WAVE_FORMAT_EXTENSIBLE file whose samples "
-                                "are not PCM; clips must be 16-bit PCM")
-            return (header[:pos + 8] + struct.pack("<H", WAVE_FORMAT_PCM)
-                    + header[pos + 10:])
-        pos += 8 + size + size % 2
-    return header
+    pos = next((pos for name, pos in _chunks(header) if name == b"fmt "), None)
+    if pos is None or pos + 10 > len(header) or \
+            struct.unpack_from("<H", header, pos + 8)[0] != WAVE_FORMAT_EXTENSIBLE:
+        return header
+    if header[pos + 32:pos + 48] != PCM_SUBFORMAT:  # the SubFormat GUID
+        raise UserError(f"{path!r} is a WAVE_FORMAT_EXTENSIBLE file whose samples are "
+                        "not PCM; clips must be 16-bit PCM")
+    return header[:pos + 8] + struct.pack("<H", WAVE_FORMAT_PCM) + header[pos + 10:]
 
 
 UNKNOWN_SIZES = (0, 0xFFFFFFFF)
