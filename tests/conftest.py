@@ -112,3 +112,40 @@ def speech_dir(tmp_path):
         rng.shuffle(entries)  # the real lists are not sorted by label either
         (data / f"kws_{split}_split.txt").write_text("\n".join(entries) + "\n")
     return data
+
+
+# A small word list for speech synthesis: the dictionary's 60 000 words take a minute
+# to phonemize. Keywords, homophones, words that begin with a keyword, sound-alikes.
+TEST_WORDS = ("down go left no right stop up yes know write going upper stopped yet "
+              "yell lift let top step town dawn cup of show low table window garden "
+              "music paper river orange simple little morning yellow happy number "
+              "silver kitchen pocket").split()
+ENGINES_MISSING = [name for name in ("espeak-ng", "flite") if not __import__(
+    "shutil").which(name)]
+needs_engines = pytest.mark.skipif(bool(ENGINES_MISSING), reason=(
+    f"speech synthesis needs {' and '.join(ENGINES_MISSING)} (apt-get install "
+    f"{' '.join(ENGINES_MISSING)}); CI installs them"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def small_word_list(tmp_path_factory):
+    """Every test synthesizes from ``TEST_WORDS`` (synth.WORDS_FILE)."""
+    from common.kws import synth
+    path = tmp_path_factory.mktemp("words") / "words"
+    path.write_text("\n".join(TEST_WORDS) + "\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(synth, "WORDS_FILE", str(path))
+        yield str(path)
+
+
+def made_speech(count=6, seconds=(0.4, 2.5), seed=0, kind="word"):
+    """A ``synth.Speech`` of ``count`` noise-burst "utterances" (no engine needed)."""
+    from common.kws import synth
+    rng = np.random.default_rng(seed)
+    pieces = [(0.2 * rng.standard_normal(int(rng.uniform(*seconds) * synth.RATE)))
+              .clip(-1, 1) for _ in range(count)]
+    lengths = np.array([len(p) for p in pieces], np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    pcm = (np.concatenate(pieces) * 32767).astype(np.int16)
+    utterances = [synth.Utterance(f"w{i}", kind, "", "made:noise", ()) for i in range(count)]
+    return synth.Speech(pcm, starts, lengths, utterances, {"cache": "made"})

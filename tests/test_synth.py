@@ -1,0 +1,184 @@
+"""Synthesized speech (common/kws/synth.py) and the negatives made with it."""
+import os
+
+import numpy as np
+import pytest
+
+from conftest import TEST_WORDS, made_speech, needs_engines
+from common.errors import UserError
+from common.kws import negatives, synth
+
+KEYWORDS = ["down", "go", "left", "no", "right", "stop", "up", "yes"]
+KEYWORD_SOUNDS = {"no": "noU", "go": "goU", "up": "Vp", "yes": "jEs", "stop": "stQp",
+                  "right": "raIt"}
+
+
+@pytest.mark.parametrize("word, phonemes, expected", [
+    ("know", "n'oU", "excluded"),          # a homophone
+    ("write", "r'aIt", "excluded"),
+    ("going", "g'oUIN", "excluded"),       # begins with a keyword, in sound
+    ("upper", "'Vp3", "excluded"),
+    ("stopped", "st'Qpt", "excluded"),
+    ("yesterday", "j'Est3deI", "excluded"),
+    ("no", "n'oU", "excluded"),            # a keyword itself
+    ("yet", "j'Et", "soundalike"),         # one phoneme symbol away
+    ("cup", "k'Vp", "soundalike"),
+    ("snow", "sn'oU", "soundalike"),
+    ("table", "t'eIb@L", "other"),
+])
+def test_words_that_sound_like_or_begin_with_a_keyword_are_never_other_speech(
+        word, phonemes, expected):
+    assert synth.classify(word, phonemes, KEYWORD_SOUNDS) == expected
+
+
+@needs_engines
+def test_the_lexicon_leaves_out_homophones_and_keyword_words(tmp_path):
+    words = tmp_path / "words"
+    words.write_text("\n".join(TEST_WORDS) + "\n")
+    groups = synth.lexicon(KEYWORDS, str(words))
+    for word in ("know", "write", "going", "upper", "stopped") + tuple(KEYWORDS):
+        assert word in groups["excluded"]
+    for word in ("yet", "yell", "cup", "town", "lift", "top"):
+        assert word in groups["soundalike"]
+    assert "garden" in groups["other"]
+
+
+def plan_of(split, seed=0, words=20, phrases=10, keywords_per_label=2):
+    groups = {"soundalike": ["yet", "cup"], "other": ["table", "garden", "river"],
+              "excluded": ["know", "going"]}
+    return synth.plan_utterances(split, synth.Plan(words, phrases, keywords_per_label),
+                                 groups, KEYWORDS, seed)
+
+
+@needs_engines
+def test_training_never_hears_a_validation_or_test_voice():
+    voices = {split: {u.voice for u in plan_of(split)} for split in synth.VOICES}
+    assert all(v.startswith("espeak-ng:") for v in voices["train"])
+    assert all(v.startswith("flite:") for v in voices["val"] | voices["test"])
+    assert not voices["val"] & voices["test"]
+    names = {split: {v.split(":")[1] for v in vs} for split, vs in voices.items()}
+    assert names["val"] <= set(synth.VOICES["val"][1])
+    assert names["test"] <= set(synth.VOICES["test"][1])
+
+
+@needs_engines
+def test_only_keyword_utterances_say_a_keyword():
+    for u in plan_of("train"):
+        spoken = set(u.text.split())
+        if u.kind == "keyword":
+            assert u.label in KEYWORDS and spoken == {u.label}
+        else:
+            assert u.label == "" and not spoken & (set(KEYWORDS) | {"know", "going"})
+
+
+class Engine:
+    """Stands in for the engines: counts the utterances it says."""
+
+    def __init__(self, monkeypatch, fail_after=None):
+        self.said, self.fail_after = 0, fail_after
+        monkeypatch.setattr(synth, "_say", self.say)
+        monkeypatch.setattr(synth, "engine_version", lambda name: f"{name} 1.0")
+        monkeypatch.setattr(synth, "espeak_voices", lambda: (["en"], ["m1"]))
+        monkeypatch.setattr(synth, "lexicon", lambda keywords, path: {
+            "soundalike": ["yet"], "other": ["table", "garden"], "excluded": []})
+
+    def say(self, utterance, folder, index):
+        if self.fail_after is not None and self.said >= self.fail_after:
+            raise KeyboardInterrupt
+        self.said += 1
+        return np.full(1600 + index, 0.1, np.float32)
+
+
+def synthesize(tmp_path, seed=0, words=3):
+    return synth.synthesize(str(tmp_path), "train", synth.Plan(words, 2, 1), KEYWORDS, seed)
+
+
+def test_the_synthesis_cache_is_reused_when_its_inputs_match(tmp_path, monkeypatch):
+    engine = Engine(monkeypatch)
+    first = synthesize(tmp_path)
+    assert engine.said == len(first.utterances) == 3 + 2 + 8
+    again = synthesize(tmp_path)
+    assert engine.said == len(first.utterances)  # nothing said again
+    assert np.array_equal(again.audio, first.audio)
+    assert [u.text for u in again.utterances] == [u.text for u in first.utterances]
+    assert np.array_equal(again.signal(4), first.signal(4))
+
+
+@pytest.mark.parametrize("change", ["seed", "plan", "engine", "word_list"])
+def test_the_synthesis_cache_is_rebuilt_when_an_input_changes(tmp_path, monkeypatch,
+                                                               change, small_word_list):
+    engine = Engine(monkeypatch)
+    synthesize(tmp_path)
+    said = engine.said
+    if change == "engine":
+        monkeypatch.setattr(synth, "engine_version", lambda name: f"{name} 2.0")
+    if change == "word_list":
+        words = tmp_path / "other_words"
+        words.write_text("table\n")
+        monkeypatch.setattr(synth, "WORDS_FILE", str(words))
+    synthesize(tmp_path, seed=1 if change == "seed" else 0,
+               words=4 if change == "plan" else 3)
+    assert engine.said > said
+
+
+def test_an_interrupted_synthesis_leaves_no_cache(tmp_path, monkeypatch):
+    Engine(monkeypatch, fail_after=5)
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(tmp_path)
+    assert os.listdir(tmp_path / "synth") == [
+        name for name in os.listdir(tmp_path / "synth") if name.startswith("lexicon-")]
+    engine = Engine(monkeypatch)
+    synthesize(tmp_path)  # a later run starts afresh and finishes
+    assert engine.said == 13
+
+
+@pytest.mark.parametrize("missing", ["espeak-ng", "flite"])
+def test_a_missing_engine_is_one_error_naming_its_package(missing, monkeypatch):
+    real = synth.shutil.which
+    monkeypatch.setattr(synth.shutil, "which",
+                        lambda name: None if name == missing else real(name))
+    with pytest.raises(UserError, match=f"apt-get install {missing}"):
+        synth.require(missing)
+
+
+def test_synthesized_windows_are_labelled_and_keep_the_word_whole():
+    rng = np.random.default_rng(0)
+    speech = made_speech(count=8)
+    keyword = made_speech(count=4, seconds=(0.3, 0.6), seed=1, kind="keyword")
+    keyword.utterances = [u.__class__(u.text, "keyword", "yes", u.voice, u.options)
+                          for u in keyword.utterances]
+    both = synth.Speech(np.concatenate([speech.audio, keyword.audio]),
+                        np.concatenate([speech.starts, keyword.starts + len(speech.audio)]),
+                        np.concatenate([speech.lengths, keyword.lengths]),
+                        speech.utterances + keyword.utterances, {})
+    labels = KEYWORDS + list(negatives.NON_KEYWORDS)
+    clips = np.zeros((5, 16000), np.float32)
+    clips[:, 6000:10000] = 0.3 * np.sin(np.arange(4000) / 5)
+    y = np.array([0, 1, 2, 3, 4])
+    negs = negatives.Negatives(synth_unknown_fraction=1.0, synth_keyword_fraction=1.0,
+                               context_fraction=1.0, synth_plan=synth.Plan())
+    waves, out_y = negatives.from_speech(both, clips, y, 10, negs, 16000, rng, labels,
+                                         labels.index(negatives.UNKNOWN))
+    assert len(waves) == len(out_y) == 30
+    assert (out_y[:10] == labels.index(negatives.UNKNOWN)).all()
+    assert (out_y[10:20] == labels.index("yes")).all()
+    assert set(out_y[20:]) <= set(y)
+    context = waves[20:]
+    assert np.allclose(context[:, 6000:10000], clips[0, 6000:10000], atol=1e-6)
+    assert (np.abs(context[:, :5500]).sum(axis=1) + np.abs(context[:, 10500:]).sum(axis=1)
+            > 0).mean() > 0.8  # other speech beside the word
+
+
+def test_a_synthesized_keyword_is_never_unknown_speech():
+    """Speech that holds only synthesized keywords gives keyword windows, no unknown."""
+    keyword = made_speech(count=4, seconds=(0.3, 0.6), seed=1, kind="keyword")
+    keyword.utterances = [u.__class__(u.text, "keyword", "go", u.voice, u.options)
+                          for u in keyword.utterances]
+    labels = KEYWORDS + list(negatives.NON_KEYWORDS)
+    negs = negatives.Negatives(synth_unknown_fraction=1.0, synth_keyword_fraction=1.0,
+                               context_fraction=1.0, synth_plan=synth.Plan())
+    clips = np.full((2, 16000), 0.1, np.float32)
+    _, out_y = negatives.from_speech(keyword, clips, np.array([0, 1]), 6, negs, 16000,
+                                     np.random.default_rng(0), labels,
+                                     labels.index(negatives.UNKNOWN))
+    assert list(out_y) == [labels.index("go")] * 6
