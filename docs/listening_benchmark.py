@@ -5,13 +5,15 @@ recording, the DET curve, the cost of listening) and draws docs/kws_det.png (hit
 rate on the keyword stream against false alarms per hour, over the threshold, one
 line per version).
 
-Every model listens to the same audio, made from the test split (stream.REPORT_SEED);
-a model that records detector settings (a listening version) uses them, the others
-get theirs chosen on validation audio made from the validation split, by the rule
-that chose e's (``stream.choose_settings``). The plot needs matplotlib
-(requirements-search.txt).
+Every model listens to the same audio, made from the test split (stream.REPORT_SEED)
+and speech synthesized in the test voices (synth.VOICES); a model that records
+detector settings (a listening version) uses them unless --choose, the others get
+theirs chosen on validation audio made from the validation split and the validation
+voices, by the rule that chose e's (``stream.choose_settings``). The plot needs
+matplotlib (requirements-search.txt).
 
 Usage: python docs/listening_benchmark.py [--data-dir data] [--versions a,b,c,d,e]
+       [--model NAME=PATH ...] [--choose] [--minutes 60]
 """
 import argparse
 import json
@@ -27,24 +29,26 @@ import common  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
 from common import artifacts, cli  # noqa: E402
-from common.kws import speech, stream  # noqa: E402
+from common.kws import speech, stream, synth  # noqa: E402
 from common.tflite import micro  # noqa: E402
 
 
-def benchmark(version, data_dir, split_dir):
-    """``{metrics, details, cost}`` of one shipped model."""
+def benchmark(path, data_dir, split_dir, choose=False, minutes=stream.DEFAULT_MINUTES):
+    """``{metrics, details, cost}`` of one model file."""
     from common.tflite.runtime import Runner
-    spotter = stream.read_spotter(os.path.join(ROOT, "models", f"kws_{version}.tflite.zlib"))
+    spotter = stream.read_spotter(path)
     corpus = speech.Corpus(data_dir, split_dir, 0, ("val", "test"), spotter.labels)
     clips = corpus.load(spotter.features.sample_rate)
     runner = Runner(spotter.tflite_bytes)
     settings, source, held = spotter.settings, "model metadata", None
-    if settings is None:
-        settings, _, held = stream.validation_settings(runner, spotter.features,
-                                                       spotter.labels, clips.splits["val"])
+    if settings is None or choose:
+        settings, _, held = stream.validation_settings(
+            runner, spotter.features, spotter.labels, clips.splits["val"], minutes,
+            corpus.synthesized("val", synth.heldout_plan(minutes)))
         source = "chosen on validation audio"
-    metrics, details = stream.listening_report(runner, spotter.features, spotter.labels,
-                                               clips.splits["test"], settings)
+    metrics, details = stream.listening_report(
+        runner, spotter.features, spotter.labels, clips.splits["test"], settings, minutes,
+        corpus.synthesized("test", synth.heldout_plan(minutes)))
     details.update(settings_source=source, validation_cap_held=held)
     cost, memory = stream.listening_cost(spotter.tflite_bytes, spotter.features, settings,
                                          spotter.labels)
@@ -72,17 +76,17 @@ def plot(results, path):
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for version, result in results.items():
         curve = result["details"]["det"]
-        fa = [max(p["fa_per_hour"], 0.5) for p in curve]  # 0 drawn at the axis floor
+        fa = [max(p["fa_per_hour_speech_only"], 0.5) for p in curve]  # 0 at the floor
         listens = result["details"]["background_output"]
         ax.plot(fa, [p["hit_rate"] for p in curve], marker=".", markersize=3,
                 label=version + (" (background + unknown outputs)" if listens else ""))
         m = result["metrics"]
-        ax.scatter([max(m["stream_fa_per_hour"], 0.5)], [m["stream_hit_rate"]], s=40,
+        ax.scatter([max(m["speech_fa_per_hour"], 0.5)], [m["stream_hit_rate"]], s=40,
                    edgecolor="k", zorder=3)
     ax.scatter([12], [0.88], marker="*", s=120, color="k",
                label="MLPerf Tiny streaming reference (44/50 at ~12 FA/h)")
     ax.set_xscale("log")
-    ax.set_xlabel("false alarms per hour on the test stream (0 drawn at 0.5)")
+    ax.set_xlabel("false alarms per hour of keyword-free test speech (0 drawn at 0.5)")
     ax.set_ylabel("keywords hit")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3, which="both")
@@ -97,19 +101,33 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
     parser.add_argument("--split-dir", default=os.path.join(ROOT, "data"))
-    parser.add_argument("--versions", default="a,b,c,d,e")
+    parser.add_argument("--versions", default="a,b,c,d,e",
+                        help="shipped models to measure (models/kws_<v>.tflite.zlib)")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                        help="also measure this model file under NAME")
+    parser.add_argument("--choose", action="store_true",
+                        help="choose every model's settings on validation audio, even "
+                             "one that records its own")
+    parser.add_argument("--minutes", type=float, default=stream.DEFAULT_MINUTES,
+                        help="--listening-minutes of the audio (default: %(default)s)")
+    parser.add_argument("--out", default=os.path.join(HERE, "kws_listening.json"))
+    parser.add_argument("--plot", default=os.path.join(HERE, "kws_det.png"))
     args = parser.parse_args()
     cli.quiet_libraries(False)
-    out = os.path.join(HERE, "kws_listening.json")
+    out = args.out
     results = json.load(open(out)) if os.path.exists(out) else {}
-    for version in args.versions.split(","):
+    models = {v: os.path.join(ROOT, "models", f"kws_{v}.tflite.zlib")
+              for v in args.versions.split(",") if v}
+    models.update(item.split("=", 1) for item in args.model)
+    for version, path in models.items():
         start = time.time()
-        results[version] = benchmark(version, args.data_dir, args.split_dir)
+        results[version] = benchmark(path, args.data_dir, args.split_dir, args.choose,
+                                     args.minutes)
         print(version, results[version]["metrics"], results[version]["cost"],
               f"{time.time() - start:.0f} s", flush=True)
         artifacts.atomic_write_bytes(out, artifacts.json_bytes(
             dict(sorted(results.items()))))
-    plot(dict(sorted(results.items())), os.path.join(HERE, "kws_det.png"))
+    plot(dict(sorted(results.items())), args.plot)
 
 
 if __name__ == "__main__":

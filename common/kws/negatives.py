@@ -53,6 +53,19 @@ class Negatives:
     unknown_kinds: tuple = UNKNOWN_KINDS
     silence_dbfs: tuple = (-80.0, -20.0)  # background RMS level, uniform in dBFS
     stretch_factors: tuple = ((0.55, 0.7), (1.45, 1.8))  # resampling factor ranges
+    # issue 27: synthesized speech (common/kws/synth.py), fractions of the keyword
+    # examples like the two above: windows of other words and phrases (unknown),
+    # synthesized keywords (their keyword), and keyword clips with other speech just
+    # before or after the word (their keyword: a stream puts words side by side)
+    synth_unknown_fraction: float = 0.0
+    synth_keyword_fraction: float = 0.0
+    context_fraction: float = 0.0
+    synth_plan: object = None  # synth.Plan of the training voices' utterances
+
+    @property
+    def synthesizes(self):
+        return bool(self.synth_unknown_fraction or self.synth_keyword_fraction
+                    or self.context_fraction)
 
     def __post_init__(self):
         object.__setattr__(self, "unknown_kinds", tuple(self.unknown_kinds))
@@ -64,11 +77,14 @@ class Negatives:
             raise ValueError(f"unknown_kinds must be a choice of "
                              f"{', '.join(UNKNOWN_KINDS)}, "
                              f"got {unknown}")
-        for name in ("silence_fraction", "unknown_fraction"):
+        for name in ("silence_fraction", "unknown_fraction", "synth_unknown_fraction",
+                     "synth_keyword_fraction", "context_fraction"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.unknown_fraction and not self.unknown_kinds:
             raise ValueError("unknown_fraction > 0 needs at least one unknown kind")
+        if self.synthesizes and self.synth_plan is None:
+            raise ValueError("synthesized negatives need a synth_plan")
 
 
 def active_region(signal, rate, floor_db=-30.0):
@@ -182,6 +198,94 @@ def make(clips, y, examples, aug, rate, rng, background_index, unknown_index):
     labels = np.array([background_index] * n_silence + [unknown_index] * n_unknown,
                       np.int64)
     return waves, labels
+
+
+def typical_level(clips, rate):
+    """The median RMS of the loud part of (up to 400 of) ``clips``: the level other
+    speech is mixed at, so other talkers are as loud as the keywords' talkers."""
+    levels = [np.sqrt(np.mean(np.square(c[slice(*active_region(c, rate))]),
+                              dtype=np.float64)) for c in clips[:400]]
+    levels = [v for v in levels if v > 0]
+    return float(np.median(levels)) if levels else 0.05
+
+
+def _at_level(piece, level, gain_db, rng):
+    rms = np.sqrt(np.mean(np.square(piece), dtype=np.float64)) if len(piece) else 0.0
+    if rms == 0:
+        return piece
+    return (piece * (level * 10 ** (rng.uniform(*gain_db) / 20) / rms)).astype(np.float32)
+
+
+def speech_windows(speech, indices, count, length, level, rng, gain_db=(-12.0, 3.0)):
+    """``count`` windows of ``length`` samples of synthesized utterances drawn from
+    ``indices`` (of ``speech``, a ``synth.Speech``): one shorter than the window
+    placed whole at a random offset, a longer one a random crop; at ``level`` (RMS)
+    and a gain from ``gain_db``."""
+    out = np.zeros((count, length), np.float32)
+    for row in range(count):
+        piece = speech.signal(int(indices[int(rng.integers(len(indices)))]))
+        if len(piece) > length:
+            start = int(rng.integers(0, len(piece) - length + 1))
+            piece = piece[start:start + length]
+        out[row] = place(_at_level(piece, level, gain_db, rng), length, rng)
+    return np.clip(out, -1.0, 1.0, out=out)
+
+
+def with_context(clips, speech, indices, level, rate, rng, pause_s=(0.05, 0.3),
+                 gain_db=(-6.0, 3.0)):
+    """Each of ``clips`` (copied) with other speech beside its word, as a stream puts
+    words side by side: the end of an utterance before the word, or the start of one
+    after it (each half the time), ``pause_s`` from the word, at ``level`` and a gain
+    from ``gain_db``. The word itself is left whole; a clip with no room is kept as
+    it is."""
+    out = np.array(clips, np.float32, copy=True)
+    length = out.shape[1]
+    for row in range(len(out)):
+        start, end = active_region(out[row], rate)
+        piece = _at_level(speech.signal(int(indices[int(rng.integers(len(indices)))])),
+                          level, gain_db, rng)
+        pause = int(rng.uniform(*pause_s) * rate)
+        if rng.random() < 0.5:
+            room = max(0, start - pause)
+            if room:
+                out[row, :room] += piece[-room:] if len(piece) >= room else np.pad(
+                    piece, (room - len(piece), 0))
+        else:
+            room = max(0, length - end - pause)
+            if room:
+                out[row, end + pause:] += piece[:room] if len(piece) >= room else np.pad(
+                    piece, (0, room - len(piece)))
+    return np.clip(out, -1.0, 1.0, out=out)
+
+
+def from_speech(speech, clips, y, examples, negs, rate, rng, labels, unknown_index):
+    """``(waves, labels)`` made with synthesized ``speech`` for a split whose keyword
+    examples number ``examples``: windows of other speech (unknown), synthesized
+    keywords (each its keyword's index in ``labels``; only when ``speech`` holds
+    them), and the split's ``clips`` with other speech beside the word."""
+    length = clips.shape[1]
+    level = typical_level(clips, rate)
+    other = speech.indices(kind="word") + speech.indices(kind="phrase")
+    keyword_rows = [i for i in speech.indices(kind="keyword") if speech.utterances[i].label
+                    in labels]
+    parts = [(np.zeros((0, length), np.float32), np.zeros(0, np.int64))]
+    n = int(round(negs.synth_unknown_fraction * examples))
+    if n and other:
+        parts.append((speech_windows(speech, other, n, length, level, rng),
+                      np.full(n, unknown_index, np.int64)))
+    n = int(round(negs.synth_keyword_fraction * examples))
+    if n and keyword_rows:
+        picks = np.array(keyword_rows)[rng.integers(0, len(keyword_rows), n)]
+        waves = np.stack([place(_at_level(speech.signal(int(i)), level, (-12.0, 3.0), rng),
+                                length, rng) for i in picks])
+        parts.append((np.clip(waves, -1, 1), np.array(
+            [labels.index(speech.utterances[i].label) for i in picks], np.int64)))
+    n = int(round(negs.context_fraction * examples))
+    if n and other:
+        rows = rng.integers(0, len(clips), n)
+        parts.append((with_context(clips[rows], speech, other, level, rate, rng),
+                      np.asarray(y)[rows]))
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
 def _audio_files(folder):

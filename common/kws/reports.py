@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from common import cli
-from common.kws import audio, stream
+from common.kws import audio, stream, synth
 
 BUDGET_THREADS = 1  # budgets are checked single-threaded, like a small device
 
@@ -87,8 +87,9 @@ def listening_report(runner, data, recipe, split, minutes):
         settings = choose_detector(runner.tflite_bytes, data, recipe, minutes)
         source = "chosen on validation audio"
     clips = data.load(recipe.features.sample_rate)
-    metrics, details = stream.listening_report(runner, recipe.features, data.labels,
-                                               clips.splits[split], settings, minutes)
+    metrics, details = stream.listening_report(
+        runner, recipe.features, data.labels, clips.splits[split], settings, minutes,
+        data.synthesized(split, synth.heldout_plan(minutes)))
     details["settings_source"] = source
     return metrics, {"listening": details}
 
@@ -100,7 +101,8 @@ def choose_detector(tflite_bytes, data, recipe, minutes):
     from common.tflite.runtime import Runner
     clips = data.load(recipe.features.sample_rate)
     settings, _, held = stream.validation_settings(
-        Runner(tflite_bytes), recipe.features, data.labels, clips.splits["val"], minutes)
+        Runner(tflite_bytes), recipe.features, data.labels, clips.splits["val"], minutes,
+        data.synthesized("val", synth.heldout_plan(minutes)))
     if not held:
         print(f"note: no detector setting kept the validation audio within "
               f"{stream.VALIDATION_MAX_FA_PER_HOUR:g} false alarm an hour; chose the "
@@ -159,6 +161,14 @@ def listening_lines(details, data=None):
     note = ([] if report["background_output"] else
             ["  (this model has no background or unknown output: only the threshold "
              "rejects other sounds)"])
+    keyword_rows = [[name, f"{k['words']}", f"{k['hit_rate']:.1%}" if k["hit_rate"]
+                     is not None else "-", k["speech_fa_per_hour"], k["stream_fa_per_hour"]]
+                    for name, k in report.get("per_keyword", {}).items()]
+    if keyword_rows:
+        note += ["", "per keyword (the stream's hits; false alarms an hour that this "
+                     "keyword fired on the keyword-free speech and in the stream)",
+                 cli.format_table(["keyword", "words", "hits", "FA/h speech",
+                                   "FA/h stream"], keyword_rows)]
     return ["", f"listening on made test audio (seed {report['seed']}): hop "
                 f"{settings['hop_s']} s, averaged over {settings['average_s']} s, "
                 f"threshold {settings['threshold']}, suppression "

@@ -1,4 +1,5 @@
 """Mini Speech Commands: split lists, clip loading, cached features, augmentation."""
+import dataclasses
 import hashlib
 import os
 import time
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common import progress
-from common.kws import audio, negatives, noise, robustness
+from common.kws import audio, negatives, noise, robustness, synth
 from common.errors import UserError
 
 URL = "http://storage.googleapis.com/download.tensorflow.org/data/mini_speech_commands.zip"
@@ -355,14 +356,16 @@ def feature_count(clips, aug):
                for split, (_, y) in clips.splits.items())
 
 
-def add_negatives(data, clips, config, aug, negs, seed, user=None):
+def add_negatives(data, clips, config, aug, negs, seed, user=None, speech_of=None):
     """``data`` (``SpeechData``) with made negatives appended to the training and
     validation splits: the training split's made from training clips only (as many
     as the recipe's fractions of the examples it holds, each once, through the same
     augmentation as the keywords' copies), the validation split's from validation
     clips (not augmented), each from a generator of its own. ``user`` (``(waves,
     is_background)`` of ``--negatives``) joins the training split as it is, at most
-    ``negatives.user_cap`` pieces of it, drawn at random. Features are computed with
+    ``negatives.user_cap`` pieces of it, drawn at random. With synthesized negatives
+    (``negs.synthesizes``), ``speech_of(split)`` gives each split's ``synth.Speech``
+    (its own voices) for ``negatives.from_speech``. Features are computed with
     ``config``."""
     index = {name: data.labels.index(name) for name in negatives.NON_KEYWORDS}
     splits = {}
@@ -377,6 +380,12 @@ def add_negatives(data, clips, config, aug, negs, seed, user=None):
                                           config.sample_rate, rng,
                                           index[negatives.BACKGROUND],
                                           index[negatives.UNKNOWN])
+        if negs.synthesizes:
+            made = negatives.from_speech(speech_of(split), waves, keyword_y, len(y), negs,
+                                         config.sample_rate, rng, data.labels,
+                                         index[negatives.UNKNOWN])
+            neg_waves = np.concatenate([neg_waves, made[0]])
+            neg_y = np.concatenate([neg_y, made[1]])
         if split == "train":
             if aug.copies:
                 neg_waves = augment(neg_waves, aug, rng, config.sample_rate)
@@ -404,6 +413,24 @@ class Corpus:
         self.extra_labels, self.negatives_dir = tuple(extra_labels), negatives_dir
         self.clips, self.features, self.noisy, self.user = {}, {}, {}, {}
         self.perturbed = {}  # (config, split) -> the robustness report's features
+        self.speech = {}     # (split, plan) -> synth.Speech
+
+    def synthesized(self, split, plan):
+        """``synth.Speech`` of ``split``'s voices under ``plan``: synthesized once per
+        machine and cached under ``<data_dir>/synth/``."""
+        if (split, plan) not in self.speech:
+            keywords = [name for name in self.load(synth.RATE).labels
+                        if negatives.is_keyword(name)]
+            count = plan.words + plan.phrases + plan.keywords_per_label * len(keywords)
+            line = progress.Line(f"synthesized speech ({split} voices)", count)
+            speech = synth.synthesize(self.data_dir, split, plan, keywords, synth.SEED,
+                                      line.advance)
+            line.finish(f"synthesized speech ({split} voices): "
+                        f"{len(speech.utterances)} utterances, "
+                        f"{speech.record['seconds'] / 3600:.1f} h, cache "
+                        f"{speech.record['cache']}")
+            self.speech[(split, plan)] = speech
+        return self.speech[(split, plan)]
 
     def user_negatives(self, sample_rate):
         """``(waves, is_background, record)`` of ``--negatives`` (None without it)."""
@@ -474,7 +501,11 @@ class Corpus:
                 user = self.user_negatives(recipe.features.sample_rate)
                 self.features[key] = add_negatives(
                     self.features[key], clips, recipe.features, recipe.augmentation,
-                    negs, self.seed, user and user[:2])
+                    negs, self.seed, user and user[:2],
+                    lambda split: self.synthesized(split, negs.synth_plan if split ==
+                                                   "train" else dataclasses.replace(
+                                                       negs.synth_plan,
+                                                       keywords_per_label=0)))
             examples = sum(len(getattr(self.features[key], s)[1]) for s in SPLITS)
             line.finish(f"{what} of {examples} examples in {time.time() - start:.0f} s")
         return self.features[key]

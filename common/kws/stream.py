@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.errors import UserError
-from common.kws import audio, negatives, noise
+from common.kws import audio, negatives, noise, synth
 
 HIT_WINDOW_S = 0.75
 DETECTOR_METADATA = "detector"
@@ -203,6 +203,7 @@ def score(detections, words, duration_s):
     longest = max([end - start for start, end, _ in words], default=0) + HIT_WINDOW_S
     hit = [False] * len(words)
     latencies, false_alarms, wrong = [], 0, 0
+    fa_by_label = {}
     for time_s, label, _ in sorted(detections):
         match, other_word = None, False
         first = bisect.bisect_left(starts, time_s - longest - 1e-6)
@@ -216,6 +217,7 @@ def score(detections, words, duration_s):
         if match is None:
             false_alarms += 1
             wrong += other_word
+            fa_by_label[label] = fa_by_label.get(label, 0) + 1
         else:
             hit[match] = True
             latencies.append(time_s - words[match][1])
@@ -227,7 +229,24 @@ def score(detections, words, duration_s):
             "wrong_labels": wrong,
             "wrong_label_rate": round(wrong / len(words), 4) if words else None,
             "latency_median_ms": _percentile_ms(latencies, 50),
-            "latency_p95_ms": _percentile_ms(latencies, 95)}
+            "latency_p95_ms": _percentile_ms(latencies, 95),
+            "seconds": round(duration_s, 1),
+            "per_label": _per_label(words, hit, fa_by_label)}
+
+
+def _per_label(words, hit, fa_by_label):
+    """``{label (as text, for JSON): {words, hits, hit_rate, false_alarms}}``."""
+    out = {}
+    for (_, _, label), was_hit in zip(words, hit):
+        row = out.setdefault(str(label), {"words": 0, "hits": 0, "false_alarms": 0})
+        row["words"] += 1
+        row["hits"] += was_hit
+    for label, count in fa_by_label.items():
+        out.setdefault(str(label), {"words": 0, "hits": 0, "false_alarms": 0})[
+            "false_alarms"] = count
+    for row in out.values():
+        row["hit_rate"] = round(row["hits"] / row["words"], 4) if row["words"] else None
+    return out
 
 
 def _percentile_ms(values, q):
@@ -314,22 +333,95 @@ def chirp(clips, rate, rng):
 EVENTS = {"shuffled": shuffled, "babble": babble, "knock": knock, "chirp": chirp}
 
 
+def music(seconds, rate, rng):
+    """Made music: a melody of harmonic notes on a pentatonic scale (plucked or held,
+    some as three-note chords) at 70-180 beats a minute, unit peak."""
+    total = int(seconds * rate)
+    out = np.zeros(total, np.float32)
+    beat = 60.0 / rng.uniform(70, 180)
+    root = rng.uniform(110, 330)
+    scale = root * 2 ** (np.array([0, 2, 4, 7, 9, 12, 14, 16]) / 12)
+    harmonics = rng.uniform(0.2, 0.8, 4) ** np.arange(1, 5)
+    plucked = rng.random() < 0.5
+    t = 0
+    while t < total:
+        length = min(total - t, int(beat * rate * rng.choice([0.5, 1, 1, 2])))
+        time_s = np.arange(length) / rate
+        envelope = (np.exp(-time_s * rng.uniform(3, 8)) if plucked
+                    else np.minimum(1, time_s * 50) * np.minimum(1, (length - np.arange(
+                        length)) / (0.02 * rate)))
+        notes = scale[rng.choice(len(scale), 3 if rng.random() < 0.3 else 1, replace=False)]
+        for f in notes:
+            out[t:t + length] += (envelope * sum(a * np.sin(2 * np.pi * f * (h + 1) * time_s)
+                                                 for h, a in enumerate(harmonics)
+                                                 if f * (h + 1) < rate / 2)).astype(np.float32)
+        t += length
+    peak = np.abs(out).max()
+    return out / peak if peak > 0 else out
+
+
+def _add_speech(signal, rate, start, stop, speech, level, rng, found, gain_db, pause_s):
+    """Synthesized utterances one after another from ``start`` to ``stop`` (samples),
+    each at ``level`` x a gain from ``gain_db``, ``pause_s`` apart."""
+    t = start
+    while t < stop:
+        i = int(rng.integers(len(speech.utterances)))
+        piece = speech.signal(i)
+        if t + len(piece) > stop:
+            return
+        rms = np.sqrt(np.mean(np.square(piece))) if len(piece) else 0.0
+        if rms > 0:
+            gain = level * 10 ** (rng.uniform(*gain_db) / 20) / rms
+            signal[t:t + len(piece)] += (piece * gain).astype(np.float32)
+            found.append((t / rate, (t + len(piece)) / rate,
+                          f"speech:{speech.utterances[i].kind}"))
+        t += len(piece) + int(rng.uniform(*pause_s) * rate)
+
+
+def _add_music(signal, rate, level, rng, found, share=1 / 3, segment_s=(10.0, 40.0)):
+    """Made music under about ``share`` of the recording, in segments, 6-20 dB under
+    the speech ``level``."""
+    t = 0
+    while t < len(signal):
+        length = int(rng.uniform(*segment_s) * rate)
+        if rng.random() < share:
+            piece = music(min(length, len(signal) - t) / rate, rate, rng)
+            gain = level * 10 ** (-rng.uniform(6, 20) / 20) * 3  # peak ~3x the RMS
+            signal[t:t + len(piece)] += (gain * piece).astype(np.float32)
+            found.append((t / rate, (t + len(piece)) / rate, "music"))
+        t += length
+
+
 def make_recording(name, clips, y, rate, seconds, rng, keywords=True, events=True,
-                   gap_s=(2.0, 5.0), gain_db=(-12.0, 3.0)):
+                   gap_s=(2.0, 5.0), gain_db=(-12.0, 3.0), speech=None):
     """A recording over changing background noise. With ``keywords``: every clip of
     the split once, in a random order, 2-5 s apart, at a random gain (the recording
-    is as long as that takes; ``seconds`` is ignored), and with ``events`` a
-    non-keyword event (``EVENTS``) in 70 % of the gaps that leave room for one (at
-    least ``HIT_WINDOW_S`` after a word, ending before the next clip). Without
-    keywords: ``seconds`` long, with ``events`` an event every 2-5 s. A word's span
-    is its clip's loud part (``negatives.active_region``)."""
+    is as long as that takes; ``seconds`` is ignored). Between them:
+
+    - with ``speech`` (``synth.Speech``, at ``rate``): synthesized utterances, one
+      after another from ``HIT_WINDOW_S`` after a word until just before the next
+      clip (in 70 % of the gaps; the gaps are then 2-8 s), at the keywords' level
+      (``negatives.typical_level``) and a gain from ``gain_db``, and made music under about a
+      third of the recording;
+    - else with ``events``: a non-keyword event (``EVENTS``) in 70 % of the gaps
+      that leave room for one (ending before the next clip).
+
+    Without keywords: ``seconds`` long, filled the same way (speech from the start,
+    or an event every 2-5 s). A word's span is its clip's loud part
+    (``negatives.active_region``)."""
     length = clips.shape[1]
+    if speech is not None and rate != synth.RATE:
+        raise UserError(f"the listening report's speech is made at {synth.RATE} Hz; "
+                        f"this model listens at {rate} Hz")
+    if speech is not None and keywords:
+        gap_s = (gap_s[0], max(gap_s[1], 8.0))
     if keywords:
         starts = (rng.uniform(0.5, 2.0) + np.concatenate(
             [[0.0], np.cumsum(rng.uniform(*gap_s, len(clips) - 1))])) * rate
         starts = starts.astype(int)
         seconds = (starts[-1] + length) / rate + 1.0
     signal = background(seconds, rate, rng)
+    level = negatives.typical_level(clips, rate) if speech is not None else None
     words, found = [], []
     if keywords:
         for n, i in enumerate(rng.permutation(len(clips))):
@@ -339,14 +431,23 @@ def make_recording(name, clips, y, rate, seconds, rng, keywords=True, events=Tru
             words.append(((t + start) / rate, (t + end) / rate, int(y[i])))
             free_from = t + end + int(HIT_WINDOW_S * rate)
             next_t = starts[n + 1] if n + 1 < len(starts) else len(signal)
-            if events and next_t - free_from >= length and rng.random() < 0.7:
+            if speech is not None and rng.random() < 0.7:
+                _add_speech(signal, rate, free_from, next_t, speech, level, rng, found, gain_db,
+                            (0.1, 0.8))
+            elif speech is None and events and next_t - free_from >= length \
+                    and rng.random() < 0.7:
                 _add_event(signal, int(rng.integers(free_from, next_t - length + 1)),
                            clips, rate, rng, found)
+    elif speech is not None:
+        _add_speech(signal, rate, int(rng.uniform(0.5, 2.0) * rate), len(signal), speech, level,
+                    rng, found, gain_db, (0.1, 1.5))
     elif events:
         t = int(rng.uniform(0.5, 2.0) * rate)
         while t + length <= len(signal):
             _add_event(signal, t, clips, rate, rng, found)
             t += int(rng.uniform(*gap_s) * rate)
+    if speech is not None:
+        _add_music(signal, rate, level, rng, found)
     return Recording(name, np.clip(signal, -1, 1), rate, tuple(words), tuple(found))
 
 
@@ -357,41 +458,53 @@ def _add_event(signal, at, clips, rate, rng, found):
     found.append((at / rate, (at + len(piece)) / rate, kind))
 
 
-# The benchmark's recordings, (name, keywords, events, length as a share of
-# --listening-minutes): the keyword stream holds every clip of its split once (the
-# test split's 800 clips: about 47 minutes), the keyword-free recordings last an hour
-# each by default. The validation audio, which chooses the settings, is made the
-# same way from the validation split, its keyword-free part a third as long.
-REPORT_RECORDINGS = (("stream", True, True, None),
-                     ("noise_only", False, False, 1.0),
-                     ("events_only", False, True, 1.0))
-VALIDATION_RECORDINGS = (("stream", True, True, None),
-                         ("noise_only", False, False, 1 / 9),
-                         ("events_only", False, True, 2 / 9))
+# The benchmark's recordings, (name, keywords, fill, length as a share of
+# --listening-minutes): the keyword stream holds every clip of its split once (the test
+# split's 800: about 80 minutes) between synthesized speech in voices training never
+# hears (synth.VOICES) and made music; "speech_only" is that speech without keywords,
+# five times --listening-minutes (5 hours by default), so that one false alarm an
+# hour is measured, not guessed from one event. The shuffled-word, babble, knock and
+# chirp events keep a row of their own. Validation audio is made the same way from
+# the validation split and its own voices.
+REPORT_RECORDINGS = (("stream", True, "speech", None),
+                     ("speech_only", False, "speech", 5.0),
+                     ("noise_only", False, None, 1.0),
+                     ("events_only", False, "events", 1.0))
+VALIDATION_RECORDINGS = (("stream", True, "speech", None),
+                         ("speech_only", False, "speech", 5.0),
+                         ("noise_only", False, None, 1 / 3),
+                         ("events_only", False, "events", 1 / 3))
+# the recordings whose false alarms the operating point is held to (the events no
+# longer set it: no user makes those sounds)
+CAPPED_RECORDINGS = ("stream", "speech_only", "noise_only")
 DEFAULT_MINUTES = 60.0
 REPORT_SEED = 4321
-# the false alarms the chosen settings may make over all the validation audio (about
-# 67 minutes by default: the stream's 47, 20 keyword-free; so at most one there)
+# the validation speech's false alarms an hour the chosen settings may make
 VALIDATION_MAX_FA_PER_HOUR = 1.0
-AVERAGE_CHOICES_S = (0.3, 0.5, 0.8)
+AVERAGE_CHOICES_S = (0.1, 0.2, 0.3, 0.5, 0.8)
 SUPPRESSION_CHOICES_S = (1.0, 1.5)
 THRESHOLDS = tuple(np.round(np.concatenate([np.arange(0.30, 0.99, 0.01),
                                             [0.99, 0.995, 0.998, 0.999]]), 4))
 
 
-def listen_to(runner, config, split, plan, minutes, seed, what, hop_s=HOP_S):
+def listen_to(runner, config, split, plan, minutes, seed, what, hop_s=HOP_S,
+              speech=None):
     """``(recordings without their samples, {name: hop probabilities})`` of the
-    recordings of ``plan`` made from one split ``(clips, y)``, each from its own
-    generator (the same seed gives the same audio, whichever model listens) and
-    made, listened to and dropped one at a time (an hour of audio is 230 MB)."""
+    recordings of ``plan`` made from one split ``(clips, y)`` and its synthesized
+    ``speech``, each from its own generator (the same seed gives the same audio,
+    whichever model listens) and made, listened to and dropped one at a time (an
+    hour of audio is 230 MB)."""
     from common import progress
     clips, y = split
     line = progress.Line(f"{what} (recordings)", len(plan))
     recs, probs = [], {}
-    for i, (name, keywords, events, share) in enumerate(plan):
+    for i, (name, keywords, fill, share) in enumerate(plan):
+        if fill == "speech" and speech is None:
+            raise ValueError(f"recording {name!r} needs synthesized speech")
         rec = make_recording(name, clips, y, config.sample_rate,
                              (share or 0) * minutes * 60, np.random.default_rng([seed, i]),
-                             keywords, events)
+                             keywords, fill == "events",
+                             speech=speech if fill == "speech" else None)
         probs[name] = hop_probabilities(runner, config, rec.signal, hop_s)
         recs.append(dataclasses.replace(rec, signal=np.zeros(len(rec.signal), np.int8)))
         line.advance()
@@ -410,14 +523,16 @@ def choose_settings(probs_of, recs, mask, hop_s=HOP_S):
     suppression times and the thresholds, the highest hit rate on the keyword
     stream among those whose false alarms over all the validation audio stay within
     ``VALIDATION_MAX_FA_PER_HOUR`` (ties: fewer false alarms, then the higher
-    threshold); when none does, the fewest false alarms (ties: more hits). Returns
-    ``(settings, its operating point, whether the cap held)``."""
-    hours = sum(r.seconds for r in recs) / 3600
+    threshold); when none does, the fewest false alarms (ties: more hits). The false
+    alarms counted are those of ``CAPPED_RECORDINGS`` (speech, noise), per hour of
+    them. Returns ``(settings, its operating point, whether the cap held)``."""
+    capped = [r for r in recs if r.name in CAPPED_RECORDINGS]
+    hours = sum(r.seconds for r in capped) / 3600
     best = None
     for average, suppression, threshold in itertools.product(
             AVERAGE_CHOICES_S, SUPPRESSION_CHOICES_S, THRESHOLDS):
         settings = DetectorSettings(hop_s, average, float(threshold), suppression)
-        point = operating_point(probs_of, recs, settings, mask)
+        point = operating_point(probs_of, capped, settings, mask)
         fa = sum(p["false_alarms"] for p in point.values()) / hours
         hits = point["stream"]["hit_rate"] or 0.0
         feasible = fa <= VALIDATION_MAX_FA_PER_HOUR
@@ -443,26 +558,34 @@ def det_curve(probs_of, recs, settings, mask):
     return curve
 
 
-def validation_settings(runner, config, labels, val_split, minutes=DEFAULT_MINUTES):
+def validation_settings(runner, config, labels, val_split, minutes=DEFAULT_MINUTES,
+                        speech=None):
     """``(settings, operating point, whether the false-alarm cap held)`` chosen on the
-    validation audio made from the validation split ``(clips, y)``."""
+    validation audio made from the validation split ``(clips, y)`` and its
+    synthesized ``speech``."""
     recs, probs = listen_to(runner, config, val_split, VALIDATION_RECORDINGS, minutes,
-                            REPORT_SEED + 1, "listening: validation audio")
+                            REPORT_SEED + 1, "listening: validation audio",
+                            speech=speech)
     return choose_settings(probs, recs, keyword_mask(labels))
 
 
 def listening_report(runner, config, labels, test_split, settings,
-                     minutes=DEFAULT_MINUTES):
+                     minutes=DEFAULT_MINUTES, speech=None):
     """``(metrics, details)`` of the detector at ``settings`` on the test audio made
-    from the test split (``REPORT_RECORDINGS``), with the DET curve over the
-    thresholds."""
+    from the test split (``REPORT_RECORDINGS``) and its synthesized ``speech``, with
+    the DET curve over the thresholds and each keyword's hits and false alarms."""
     recs, probs = listen_to(runner, config, test_split, REPORT_RECORDINGS, minutes,
-                            REPORT_SEED, "listening: test audio", settings.hop_s)
+                            REPORT_SEED, "listening: test audio", settings.hop_s,
+                            speech=speech)
     mask = keyword_mask(labels)
     point = operating_point(probs, recs, settings, mask)
     s = point["stream"]
     metrics = {"stream_hit_rate": s["hit_rate"],
                "stream_fa_per_hour": s["false_alarms_per_hour"],
+               "speech_fa_per_hour": point["speech_only"]["false_alarms_per_hour"],
+               "weakest_keyword_hit_rate": min(
+                   (k["hit_rate"] for k in s["per_label"].values()
+                    if k["hit_rate"] is not None), default=None),
                "noise_fa_per_hour": point["noise_only"]["false_alarms_per_hour"],
                "events_fa_per_hour": point["events_only"]["false_alarms_per_hour"],
                "stream_wrong_label_rate": s["wrong_label_rate"],
@@ -473,8 +596,28 @@ def listening_report(runner, config, labels, test_split, settings,
                                        "words": len(r.words), "events": len(r.events),
                                        **point[r.name]} for r in recs},
                "det": det_curve(probs, recs, settings, mask),
+               "per_keyword": per_keyword(point, labels),
                "background_output": negatives.listens(labels)}
     return metrics, details
+
+
+def per_keyword(point, labels):
+    """``{keyword: {words, hits, hit_rate, false alarms an hour on the keyword-free
+    speech, in the stream}}`` from an operating point's per-label counts."""
+    speech, stream_ = point["speech_only"], point["stream"]
+    hours = {name: point[name]["seconds"] / 3600 for name in ("stream", "speech_only")}
+    out = {}
+    for index, name in enumerate(labels):
+        if not negatives.is_keyword(name):
+            continue
+        s = stream_["per_label"].get(str(index), {})
+        out[name] = {"words": s.get("words", 0), "hits": s.get("hits", 0),
+                     "hit_rate": s.get("hit_rate"),
+                     "speech_fa_per_hour": round(speech["per_label"].get(
+                         str(index), {}).get("false_alarms", 0) / hours["speech_only"], 3),
+                     "stream_fa_per_hour": round(s.get("false_alarms", 0)
+                                                 / hours["stream"], 3)}
+    return out
 
 
 def listening_cost(tflite_bytes, config, settings, labels=None, seconds=60.0,

@@ -7,7 +7,7 @@ import numpy as np
 
 from common import artifacts, cli, pipeline
 from common.errors import UserError
-from common.kws import features, negatives, reports, speech, stream, train
+from common.kws import features, negatives, reports, speech, stream, synth, train
 from common.kws.search_space import SEARCH_SPACE
 from common.pipeline import Column, Probe
 
@@ -22,6 +22,7 @@ class KeywordSpotting(pipeline.Task):
                Column("10 dB", "accuracy_10db", ".2%"), Column("5 dB", "accuracy_5db", ".2%"),
                Column("stream hits", "stream_hit_rate", ".1%"),
                Column("FA/h stream", "stream_fa_per_hour", "g"),
+               Column("FA/h speech", "speech_fa_per_hour", "g"),
                Column("FA/h noise", "noise_fa_per_hour", "g"),
                Column(".tflite B", "tflite_bytes"), Column(".tflite.zlib B", "zlib_bytes"),
                Column("inference ms", "inference_ms"), Column("total ms", "total_ms"))
@@ -102,6 +103,9 @@ class KeywordSpotting(pipeline.Task):
         if args.negatives is not None and recipe.negatives is None:
             raise UserError(f"--negatives trains a listening version; version "
                             f"{args.version} has no background or unknown output (use e)")
+        if self.listening_minutes or (recipe.negatives and recipe.negatives.synthesizes
+                                      and evaluating is None):
+            synth.require_all()  # a missing engine fails before the data is loaded
         corpus = speech.Corpus(args.data_dir, args.split_dir, args.seed, splits, labels,
                                negatives.NON_KEYWORDS if recipe.negatives else (),
                                args.negatives)
@@ -177,4 +181,6 @@ class KeywordSpotting(pipeline.Task):
             examples = int(stream.keyword_mask(data.labels)[features.train[1]].sum())
             user = {**user[2], "pieces_used": min(user[2]["pieces"], negatives.user_cap(
                 recipe.negatives, examples))}
-        return {"examples": counts, "user_folder": user}
+        return {"examples": counts, "user_folder": user,
+                "synthesized": [sp.record for (split, _), sp in sorted(
+                    data.speech.items(), key=lambda kv: kv[0][0])]}
