@@ -585,3 +585,30 @@ def test_user_negatives_are_capped_at_the_made_negatives_share():
 def test_smoothing_a_recording_shorter_than_the_span():
     probs = np.array([[0.2, 0.8], [0.4, 0.6]], np.float32)
     assert stream.smooth(probs, 5)[:, 0] == pytest.approx([0.2, 0.3])
+
+
+def test_speech_recordings_hold_other_speech_and_music_never_a_synthesized_keyword():
+    """The keyword-free speech (and the mining stream made the same way from the
+    training voices, which include synthesized keywords) never plays a keyword."""
+    rng = np.random.default_rng(3)
+    clips = np.zeros((4, 16000), np.float32)
+    clips[:, 4000:10000] = 0.3 * rng.standard_normal((4, 6000))
+    speech_ = made_speech(count=6)
+    keyword = made_speech(count=6, seed=2, kind="keyword")
+    from common.kws import synth
+    both = synth.Speech(np.concatenate([speech_.audio, keyword.audio]),
+                        np.concatenate([speech_.starts, keyword.starts + len(speech_.audio)]),
+                        np.concatenate([speech_.lengths, keyword.lengths]),
+                        speech_.utterances + keyword.utterances, {})
+    rec = stream.make_recording("s", clips, np.arange(4), 16000, 120.0, rng,
+                                keywords=False, speech=both)
+    kinds = {kind for *_, kind in rec.events}
+    assert "speech:word" in kinds and kinds <= {"speech:word", "speech:phrase", "music"}
+    spoken = sum(end - start for start, end, kind in rec.events if kind != "music")
+    assert spoken > 60  # most of the two minutes is speech
+    with_words = stream.make_recording("w", clips, np.arange(4), 16000, None, rng,
+                                       speech=both)
+    for start, end, kind in with_words.events:  # speech after a word's hit window
+        for w_start, w_end, _ in with_words.words:
+            assert kind == "music" or end <= w_start or start >= w_end + \
+                stream.HIT_WINDOW_S - 1e-6

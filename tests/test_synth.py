@@ -182,3 +182,48 @@ def test_a_synthesized_keyword_is_never_unknown_speech():
                                      np.random.default_rng(0), labels,
                                      labels.index(negatives.UNKNOWN))
     assert list(out_y) == [labels.index("go")] * 6
+
+
+def test_mining_picks_exactly_the_windows_a_keyword_fires_on():
+    from common.kws import train
+    mask = np.array([True, True, False, False])  # two keywords, background, unknown
+    probs = np.array([[0.5, 0.1, 0.2, 0.2],     # reaches the threshold: fired
+                      [0.1, 0.49, 0.2, 0.21],   # just under
+                      [0.0, 0.0, 0.01, 0.99],   # unknown speech never fires
+                      [0.0, 0.9, 0.1, 0.0]])
+    assert list(train.fired_windows(probs, mask, 0.5)) == [0, 3]
+
+
+def test_mining_adds_the_windows_of_the_stream_the_model_fired_on(monkeypatch):
+    """A made keyword-free stream with loud bursts, a model that fires on loud
+    windows: what is mined is exactly those windows' features."""
+    from common.kws import audio, speech, stream, train
+    config = audio.FeatureConfig()
+    signal = np.zeros(16000 * 6, np.float32)
+    signal[16000 * 3:16000 * 3 + 4000] = 0.5  # one burst
+    monkeypatch.setattr(stream, "make_recording", lambda *a, **k: stream.Recording(
+        "mining", signal, 16000, (), ()))
+
+    class Model:
+        def predict(self, x, batch_size=None, verbose=0):
+            loud = x[:, :, 0, 0].max(axis=1) > -50  # c0: the burst, not digital silence
+            return np.where(loud[:, None], [[9.0, 0, 0, 0]], [[0, 0, 0, 9.0]])
+
+    class Data:
+        labels = ["go", "no", "_silence_", "_unknown_"]
+
+        def load(self, rate):
+            return speech.Clips(self.labels, {"train": (np.zeros((2, 16000)), [0, 1])}, {})
+
+        def synthesized(self, split, plan):
+            return made_speech()
+    negs = negatives.Negatives(synth_unknown_fraction=0.1, synth_plan=synth.Plan(),
+                               mining_minutes=0.1)
+    recipe = type("Recipe", (), {"negatives": negs, "features": config})
+    mined, listened = train.mine_hard_negatives(Model(), recipe, Data(), None, 0, 0)
+    windows = train.stream_windows(signal, config, train.MINING_HOP_S)
+    assert listened == len(windows) == 26
+    expected = [i for i in range(len(windows))
+                if windows[i][:, 0, 0].max() > -50]
+    assert 0 < len(expected) < len(windows)
+    assert np.array_equal(mined, windows[expected])

@@ -61,6 +61,14 @@ class Negatives:
     synth_keyword_fraction: float = 0.0
     context_fraction: float = 0.0
     synth_plan: object = None  # synth.Plan of the training voices' utterances
+    # hard-negative mining (train.mine_hard_negatives): rounds of listening to
+    # mining_minutes of keyword-free speech in the training voices, adding every
+    # window whose best keyword reaches mining_threshold as unknown speech, and
+    # training mining_epochs more at a tenth of the learning rate
+    mining_rounds: int = 0
+    mining_minutes: float = 60.0
+    mining_threshold: float = 0.5
+    mining_epochs: int = 8
 
     @property
     def synthesizes(self):

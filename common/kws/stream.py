@@ -363,9 +363,10 @@ def music(seconds, rate, rng):
 def _add_speech(signal, rate, start, stop, speech, level, rng, found, gain_db, pause_s):
     """Synthesized utterances one after another from ``start`` to ``stop`` (samples),
     each at ``level`` x a gain from ``gain_db``, ``pause_s`` apart."""
+    others = speech.indices(kind="word") + speech.indices(kind="phrase")  # no keyword
     t = start
-    while t < stop:
-        i = int(rng.integers(len(speech.utterances)))
+    while t < stop and others:
+        i = others[int(rng.integers(len(others)))]
         piece = speech.signal(i)
         if t + len(piece) > stop:
             return

@@ -39,10 +39,10 @@ def teacher_cache_key(teacher, data, features):
         seed=data.seed)
 
 
-def fit_ds_cnn(recipe, features, targets, seed, verbose):
-    """``(keras model, fit info)``: the recipe's DS-CNN trained (and pruned) on the
-    training features with ``targets`` (integer labels, or distributions when
-    distilling), the best validation epoch kept."""
+def fit_ds_cnn(recipe, features, targets, seed, verbose, model=None):
+    """``(keras model, fit info)``: the recipe's DS-CNN (or ``model``, trained on)
+    trained (and pruned) on the training features with ``targets`` (integer labels,
+    or distributions when distilling), the best validation epoch kept."""
     import tf_keras as keras
     from common.kws import model as kws_model
     from common.kws import specaugment
@@ -54,9 +54,11 @@ def fit_ds_cnn(recipe, features, targets, seed, verbose):
         val = (val[0], distill.one_hot(val[1], targets.shape[1]))
     loss = (keras.losses.CategoricalCrossentropy if soft
             else keras.losses.SparseCategoricalCrossentropy)(from_logits=True)
+    if model is None:
+        model = kws_model.ds_cnn(recipe.alpha, recipe.features.shape,
+                                 recipe.first_strides(), n_classes=len(features.labels))
     return training.fit(
-        kws_model.ds_cnn(recipe.alpha, recipe.features.shape, recipe.first_strides(),
-                         n_classes=len(features.labels)),
+        model,
         (features.train[0], targets), val, recipe, loss=loss, metrics=["accuracy"],
         verbose=2 if verbose else 0, batch_transform=None if recipe.spec_augment is None
         else specaugment.masker(recipe.spec_augment))
@@ -104,6 +106,65 @@ class Teachers:
         return self.logits[path]
 
 
+MINING_HOP_S = 0.2
+MINING_SEED = 9173
+
+
+def fired_windows(probs, mask, threshold):
+    """Indices of the windows whose best keyword output (``mask``) reaches
+    ``threshold``: the ones a detector would fire on."""
+    return np.flatnonzero(np.where(mask, probs, 0.0).max(axis=1) >= threshold)
+
+
+def stream_windows(signal, config, hop_s):
+    """Features of every 1-s window of ``signal``, ``hop_s`` apart."""
+    from common.kws import audio
+    hop, length = int(round(hop_s * config.sample_rate)), config.clip_samples
+    return np.stack([audio.extract(config, signal[end - length:end])
+                     for end in range(length, len(signal) + 1, hop)])
+
+
+def mine_hard_negatives(model, recipe, data, features, seed, round_index):
+    """``(features, count)``: the windows of keyword-free speech in the training
+    voices (``stream.make_recording`` without keywords: speech, music, noise) that
+    the model fires on, to be added as unknown speech."""
+    from common.kws import stream
+    negs = recipe.negatives
+    clips = data.load(recipe.features.sample_rate).splits["train"]
+    rec = stream.make_recording("mining", clips[0], clips[1], recipe.features.sample_rate,
+                                negs.mining_minutes * 60,
+                                np.random.default_rng([MINING_SEED, seed, round_index]),
+                                keywords=False,
+                                speech=data.synthesized("train", negs.synth_plan))
+    windows = stream_windows(rec.signal, recipe.features, MINING_HOP_S)
+    probs = stream.softmax(model.predict(windows, batch_size=512, verbose=0))
+    picked = fired_windows(probs, stream.keyword_mask(data.labels), negs.mining_threshold)
+    return windows[picked], len(windows)
+
+
+def tune_on_mined(model, recipe, data, features, seed, verbose):
+    """``(model, info)``: ``recipe.negatives.mining_rounds`` rounds of mining and
+    training on, each adding what the model fired on (``mine_hard_negatives``)."""
+    from common.kws import negatives
+    negs, info = recipe.negatives, []
+    unknown = data.labels.index(negatives.UNKNOWN)
+    x, y = features.train
+    for r in range(negs.mining_rounds):
+        mined, listened = mine_hard_negatives(model, recipe, data, features, seed, r)
+        print(f"hard-negative mining, round {r + 1}: {len(mined)} of {listened} windows of "
+              f"keyword-free speech fired; training on", flush=True)
+        x = np.concatenate([x, mined])
+        y = np.concatenate([y, np.full(len(mined), unknown, np.int64)])
+        tuned = dataclasses.replace(recipe, epochs=negs.mining_epochs,
+                                    learning_rate=recipe.learning_rate * 0.1,
+                                    lr_drop_epochs=())
+        model, fit_info = fit_ds_cnn(tuned, dataclasses.replace(features, train=(x, y)),
+                                     y, seed, verbose, model)
+        info.append({"windows": listened, "fired": len(mined),
+                     "best_val_loss": fit_info["best_val_loss"]})
+    return model, info
+
+
 def train(recipe, data, seed, verbose, teachers):
     """``(model, tflite_bytes, fit_info)``: train (and prune) the DS-CNN, keep the best
     validation epoch, convert to int8 calibrated on training clips only; with
@@ -116,6 +177,9 @@ def train(recipe, data, seed, verbose, teachers):
         targets = distill.soft_targets(targets, logits, recipe.distillation)
     model, fit_info = fit_ds_cnn(recipe, features, targets, seed, verbose)
     fit_info["teacher"] = teacher
+    if recipe.negatives is not None and recipe.negatives.mining_rounds:
+        model, fit_info["mining"] = tune_on_mined(model, recipe, data, features, seed,
+                                                  verbose)
     picks = np.linspace(0, len(features.train[0]) - 1, CALIBRATION_CLIPS, dtype=int)
     return model, optimize.convert(model, recipe.quantization,
                                    features.train[0][picks]), fit_info
