@@ -227,3 +227,42 @@ def test_mining_adds_the_windows_of_the_stream_the_model_fired_on(monkeypatch):
                 if windows[i][:, 0, 0].max() > -50]
     assert 0 < len(expected) < len(windows)
     assert np.array_equal(mined, windows[expected])
+
+
+@pytest.mark.parametrize("window, expected", [
+    ((2.0, 3.0), 5),       # the whole word (2.2-2.7 s) inside: the keyword
+    ((2.25, 3.25), None),  # most of it (90 %): no loss
+    ((1.5, 2.5), None),    # 60 % of it: no loss
+    ((2.6, 3.6), 9),       # a sliver (20 %): unknown
+    ((5.0, 6.0), 9),       # other speech only: unknown
+    ((8.0, 9.0), 8),       # nothing said: background
+    ((3.95, 4.95), 2),     # two words: the whole one
+])
+def test_windows_are_labelled_by_how_much_of_a_keyword_they_hold(window, expected):
+    words = [(2.2, 2.7, 5), (4.0, 4.5, 2)]
+    speech = [(5.5, 7.0)]
+    assert negatives.coverage_label(*window, words, speech, 8, 9) == expected
+
+
+def test_windows_cut_from_a_stream_carry_their_coverage_label():
+    from common.kws import stream
+    rng = np.random.default_rng(1)
+    clips = np.zeros((6, 16000), np.float32)
+    clips[:, 5000:11000] = 0.3 * rng.standard_normal((6, 6000))
+    rec = stream.make_recording("s", clips, np.arange(6), 16000, None, rng,
+                                speech=made_speech(count=6))
+    waves, labels = negatives.cut_windows(rec, 200, rng, 8, 9)
+    assert len(waves) == len(labels) and 100 < len(waves) <= 200
+    assert set(labels) & set(range(6)) and 9 in labels  # keywords and unknown
+    for wave, label in zip(waves, labels):  # each window is a piece of the stream
+        at = [i for i in np.flatnonzero(rec.signal == wave[0])
+              if np.array_equal(rec.signal[i:i + 16000], wave)]
+        assert at
+        start = at[0] / 16000
+        spans = [(s, e) for s, e, k in rec.events if k.startswith("speech")]
+        assert negatives.coverage_label(start, start + 1, rec.words, spans, 8, 9) == label
+
+
+def test_a_window_holding_two_whole_keywords_is_the_later_one():
+    words = [(2.1, 2.3, 5), (2.5, 2.8, 2)]
+    assert negatives.coverage_label(2.0, 3.0, words, [], 8, 9) == 2

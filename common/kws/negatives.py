@@ -60,6 +60,9 @@ class Negatives:
     synth_unknown_fraction: float = 0.0
     synth_keyword_fraction: float = 0.0
     context_fraction: float = 0.0
+    # windows cut from made streams of training keywords between synthesized speech,
+    # labelled by how much of a keyword they hold (coverage_label)
+    stream_fraction: float = 0.0
     synth_plan: object = None  # synth.Plan of the training voices' utterances
     # hard-negative mining (train.mine_hard_negatives): rounds of listening to
     # mining_minutes of keyword-free speech in the training voices, adding every
@@ -73,7 +76,7 @@ class Negatives:
     @property
     def synthesizes(self):
         return bool(self.synth_unknown_fraction or self.synth_keyword_fraction
-                    or self.context_fraction)
+                    or self.context_fraction or self.stream_fraction)
 
     def __post_init__(self):
         object.__setattr__(self, "unknown_kinds", tuple(self.unknown_kinds))
@@ -86,7 +89,7 @@ class Negatives:
                              f"{', '.join(UNKNOWN_KINDS)}, "
                              f"got {unknown}")
         for name in ("silence_fraction", "unknown_fraction", "synth_unknown_fraction",
-                     "synth_keyword_fraction", "context_fraction"):
+                     "synth_keyword_fraction", "context_fraction", "stream_fraction"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.unknown_fraction and not self.unknown_kinds:
@@ -266,6 +269,57 @@ def with_context(clips, speech, indices, level, rate, rng, pause_s=(0.05, 0.3),
     return np.clip(out, -1.0, 1.0, out=out)
 
 
+# a window holding at least WHOLE of a keyword's loud part is that keyword; at most
+# MOSTLY_ABSENT of it, no keyword; in between it carries no loss (left out)
+WHOLE, MOSTLY_ABSENT = 0.95, 0.35
+
+
+def coverage_label(start_s, end_s, words, speech_spans, background_index, unknown_index):
+    """The label of the window ``[start_s, end_s)`` of a made stream with keywords
+    ``words`` ``[(start, end, label index)]`` and other speech ``speech_spans``
+    ``[(start, end)]``: the keyword whose loud part lies at least ``WHOLE`` inside
+    (the latest, if two do); None (no loss) when a keyword lies partly inside, more
+    than ``MOSTLY_ABSENT``; else unknown when any speech or a sliver of a keyword
+    lies inside, background when none does."""
+    def inside(start, end):
+        return max(0.0, min(end, end_s) - max(start, start_s))
+    shares = [(inside(start, end) / max(end - start, 1e-9), start, label)
+              for start, end, label in words]
+    whole = [(start, label) for share, start, label in shares if share >= WHOLE]
+    if whole:
+        return max(whole)[1]
+    if any(share > MOSTLY_ABSENT for share, _, _ in shares):
+        return None
+    if any(share > 0 for share, _, _ in shares) or any(
+            inside(start, end) > 0 for start, end in speech_spans):
+        return unknown_index
+    return background_index
+
+
+def cut_windows(recording, count, rng, background_index, unknown_index, near_end=0.5):
+    """``(waves, labels)``: up to ``count`` 1-s windows cut from a made ``recording``
+    (``stream.Recording``), labelled by ``coverage_label``, those without a label
+    left out. ``near_end`` of them end 0-300 ms after a keyword's end (the windows a
+    detector fires on), the others anywhere."""
+    rate, length = recording.rate, recording.rate  # 1-s windows
+    speech_spans = [(s, e) for s, e, kind in recording.events if kind.startswith("speech")]
+    waves, labels = [], []
+    for _ in range(count):
+        if recording.words and rng.random() < near_end:
+            word = recording.words[int(rng.integers(len(recording.words)))]
+            end = int((word[1] + rng.uniform(0.0, 0.3)) * rate)
+        else:
+            end = int(rng.integers(length, len(recording.signal) + 1))
+        end = min(max(end, length), len(recording.signal))
+        label = coverage_label((end - length) / rate, end / rate, recording.words,
+                               speech_spans, background_index, unknown_index)
+        if label is not None:
+            waves.append(recording.signal[end - length:end])
+            labels.append(label)
+    return (np.array(waves, np.float32).reshape(len(waves), length),
+            np.array(labels, np.int64))
+
+
 def from_speech(speech, clips, y, examples, negs, rate, rng, labels, unknown_index):
     """``(waves, labels)`` made with synthesized ``speech`` for a split whose keyword
     examples number ``examples``: windows of other speech (unknown), synthesized
@@ -288,6 +342,15 @@ def from_speech(speech, clips, y, examples, negs, rate, rng, labels, unknown_ind
                                 length, rng) for i in picks])
         parts.append((np.clip(waves, -1, 1), np.array(
             [labels.index(speech.utterances[i].label) for i in picks], np.int64)))
+    n = int(round(negs.stream_fraction * examples))
+    if n and other:
+        from common.kws import stream
+        picks = rng.permutation(len(clips))[:max(1, min(len(clips), n // 4))]
+        recording = stream.make_recording("training stream", clips[picks],
+                                          np.asarray(y)[picks], rate, None, rng,
+                                          speech=speech)
+        parts.append(cut_windows(recording, n, rng, labels.index(BACKGROUND),
+                                 unknown_index))
     n = int(round(negs.context_fraction * examples))
     if n and other:
         rows = rng.integers(0, len(clips), n)
