@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Listen for keywords in continuous audio with a keyword-spotting model written by
-kws_train.py: a WAV file of any length, or raw audio on standard input.
+kws_train.py: a WAV file of any length, or a WAV or raw audio on standard input.
 
 Every hop it runs the deployed .tflite on the last second of audio with the
 pipeline's own front end, averages the scores over time, and prints one line per
@@ -13,10 +13,11 @@ import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import argparse
 import json
+import os
 import sys
 import time
 
-from common import cli
+from common import artifacts, cli
 from common.kws import audio, stream
 from common.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, \
     Terminated, UserError, forget_stop, pending_stop_or, raise_pending_stop, stop_handlers
@@ -26,19 +27,19 @@ EXAMPLES = """\
   python kws_detect.py models/kws_e.tflite.zlib recording.wav --json > detections.json
   arecord -t raw -f S16_LE -r 16000 -c 1 | python kws_detect.py models/kws_e.tflite.zlib -
 """
-CHUNK_BYTES = 3200  # 100 ms of 16-bit audio at 16 kHz: a live stream is read this often
 
 
 def parse_args(argv):
     parser = cli.Parser(description=__doc__.split("\n\n")[0],
-                        epilog=f"exit status: 0 done; 2 bad input; 130 interrupted "
-                               f"(what was detected is printed first)\n\n"
+                        epilog=f"exit status: 0 done; 2 bad input; 130 interrupted, 143 "
+                               f"terminated (what was detected is printed first)\n\n"
                                f"examples:\n{EXAMPLES}",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a .tflite.zlib or .tflite written by kws_train.py")
     parser.add_argument("audio", help="a 16-bit PCM WAV file (resampled to the model's "
-                                      "rate when it differs), or - for raw 16-bit "
-                                      "little-endian mono PCM at 16 kHz on standard input")
+                                      "rate when it differs; a pipe or device is read "
+                                      "as it arrives), or - for standard input: a WAV, "
+                                      "or raw 16-bit little-endian mono PCM at 16 kHz")
     parser.add_argument("--threshold", type=cli.probability,
                         help="fire when a keyword's averaged probability reaches this, "
                              "in [0, 1] (default: the model's)")
@@ -72,32 +73,50 @@ def settings_of(spotter, args):
 
 
 def audio_pieces(path, rate, recording=None):
-    """The audio as float pieces at ``rate``: a WAV file (``recording``, its bytes
-    mapped or read) a second at a time, so the lines come as they fire and Ctrl-C
-    keeps them, or standard input as it arrives."""
-    if path != "-":
+    """The audio as float pieces at ``rate``: a WAV file (``recording``: its bytes
+    mapped or read, or a pipe's ``audio.PcmStream``) a second at a time, so the lines
+    come as they fire and Ctrl-C keeps them, or standard input as it arrives."""
+    if isinstance(recording, audio.PcmStream):
+        yield from recording.pieces(rate)
+    elif path != "-":
         yield from audio.wav_pieces(path, rate, recording)
-        return
-    if rate != stream.RAW_RATE:
-        raise UserError(f"the model listens at {rate} Hz; standard input is read as "
-                        f"{stream.RAW_RATE} Hz: give a WAV file instead")
+    else:
+        yield from standard_input(rate).pieces(rate)
+
+
+def standard_input(rate):
+    """Standard input as an ``audio.PcmStream``: a WAV if it starts with a RIFF/WAVE
+    header, else raw 16-bit mono PCM at ``stream.RAW_RATE``."""
     if sys.stdin is None:
         raise UserError("standard input is closed; give a WAV file or pipe audio in")
-    import numpy as np
-    source, rest = sys.stdin.buffer, b""
-    while True:
-        data = source.read1(CHUNK_BYTES)  # what has arrived, up to 100 ms
-        if not data:
-            return
-        data = rest + data
-        whole = len(data) // 2 * 2
-        rest = data[whole:]
-        yield audio.pcm_to_mono(np.frombuffer(data[:whole], "<i2").reshape(-1, 1))
+    source, head = sys.stdin.buffer, b""
+    while len(head) < 12:  # enough to tell a WAV header from raw samples
+        more = source.read1(12 - len(head))
+        if not more:
+            break
+        head += more
+    if audio.is_wav_start(head):
+        return audio.PcmStream.wav("standard input", source, head)
+    if rate != stream.RAW_RATE:
+        raise UserError(f"the model listens at {rate} Hz; raw audio on standard input "
+                        f"is read as {stream.RAW_RATE} Hz: give a WAV instead")
+    return audio.PcmStream("standard input", source, 1, stream.RAW_RATE, head)
+
+
+def write_out(text):
+    """``text`` on stdout at once; a write that fails (a full disk) is a UserError,
+    except a closed pipe, which ``_run`` reports in its own words."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        raise UserError(f"cannot write the detections: {err.strerror or err}") from None
 
 
 def show(detection, labels):
     time_s, index, score = detection
-    print(f"{time_s:.2f}  {labels[index]}  {score:.2f}", flush=True)
+    write_out(f"{time_s:.2f}  {labels[index]}  {score:.2f}")
 
 
 def listen(spotter, settings, audio_path, recording, as_json):
@@ -129,9 +148,12 @@ def main(argv=None):
     if sys.stdout is None:
         raise UserError("standard output is closed: the detections would be lost")
     recording = None
-    if args.audio != "-":  # mapped, not read, and a bad file fails before TensorFlow loads
-        recording = audio.read_file(args.audio, mapped=True)
-        audio.read_pcm(args.audio, recording, audio.ANY_WAV_HINT)
+    if args.audio != "-":  # mapped or streamed; a bad file fails before TensorFlow loads
+        recording = audio.open_recording(args.audio)
+    if os.path.isfile(args.model):  # read again by read_spotter: a pipe could not be
+        warning = artifacts.pair_warning(artifacts.read_model(args.model), strict=True)
+        if warning:
+            print(warning, file=sys.stderr)
     spotter = stream.read_spotter(args.model)
     settings = settings_of(spotter, args)
     if not spotter.listens:
@@ -140,8 +162,8 @@ def main(argv=None):
     found, listener, spent, stopped = listen(spotter, settings, args.audio, recording,
                                              args.json)
     if args.json:
-        print(json.dumps([{"time_s": t, "label": spotter.labels[i], "score": round(s, 4)}
-                          for t, i, s in found]), flush=True)
+        write_out(json.dumps([{"time_s": t, "label": spotter.labels[i],
+                               "score": round(s, 4)} for t, i, s in found]))
     print(f"processed {listener.seconds:.1f} s of audio in {spent:.1f} s "
           f"({listener.seconds / max(spent, 1e-9):.0f}x real time); {len(found)} "
           f"detection{'s' if len(found) != 1 else ''} (threshold {settings.threshold:g}, "

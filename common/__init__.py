@@ -67,7 +67,7 @@ def captured_fd(fd):
 def native_stderr_hidden(replay_on_error=True):
     """In quiet mode, capture what native code writes to file descriptor 2 inside the
     block and drop it; if the block raises, replay it (unless ``replay_on_error`` is
-    False: the caller turns the error into its own message).
+    False: the caller turns the error into its own message, or it is a stop).
 
     TensorFlow's native libraries print start-up lines (absl's "All log messages
     before absl::InitializeLog()", oneDNN, the CUDA stub) while loading, and the
@@ -77,11 +77,14 @@ def native_stderr_hidden(replay_on_error=True):
     if not _quiet:
         yield
         return
+    from common.errors import pending_stop_or
     try:
         with captured_fd(2) as captured:
             yield
-    except BaseException:
-        if replay_on_error:
+    except BaseException as err:
+        # a stop (Ctrl-C, SIGTERM, or the error TensorFlow made of one) is no failure
+        # the lines could explain
+        if replay_on_error and not isinstance(pending_stop_or(err), KeyboardInterrupt):
             sys.stderr.write(captured.text)
         raise
 

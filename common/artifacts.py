@@ -174,10 +174,12 @@ def read_model(path):
     return ModelFile(path, tflite, len(data), compressed, sha256_bytes(data))
 
 
-def pair_warning(model):
+def pair_warning(model, strict=False):
     """A one-line warning when the JSON beside a ``.tflite.zlib`` records another
     model's sha256 (a pair mixed by a SIGKILL inside publishing, or by hand), else
-    None. A JSON from before ``model_sha256`` existed, or none, says nothing."""
+    None. A JSON from before ``model_sha256`` existed, or none, says nothing. With
+    ``strict`` (a caller with no other sign of a damaged model: no accuracy is
+    measured) the mismatch is a UserError."""
     suffix = ".tflite.zlib"
     if not model.path.endswith(suffix):
         return None
@@ -190,9 +192,13 @@ def pair_warning(model):
     except (OSError, ValueError, AttributeError):
         return f"warning: {sibling!r} beside the model cannot be read as a results JSON"
     if recorded is not None and recorded != model.sha256:
-        return (f"warning: {sibling!r} describes another model (its model_sha256 is "
-                f"{str(recorded)[:12]}..., this file's {model.sha256[:12]}...): the "
-                "two files are not one result")
+        differs = (f"{sibling!r} describes another model (its model_sha256 is "
+                   f"{str(recorded)[:12]}..., this file's {model.sha256[:12]}...)")
+        if strict:
+            raise UserError(f"{differs}: {model.path!r} is damaged, or the two files are "
+                            "not one result; train it again, or move the JSON away if "
+                            "you trust the model")
+        return f"warning: {differs}: the two files are not one result"
     return None
 
 

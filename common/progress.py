@@ -1,7 +1,8 @@
 """One updating line of progress on stdout for the long steps (KWS feature
-extraction, the noise report): rewritten in place with ``\\r`` at most every
-``INTERVAL`` seconds, then replaced by the step's closing line, so a terminal shows
-one line per step and a log file a handful of updates, not thousands.
+extraction, the noise report): on a terminal, rewritten in place with ``\\r`` at
+most every ``INTERVAL`` seconds, then replaced by the step's closing line, so it
+shows one line per step; elsewhere (a log file, a pipe) a plain line at most every
+``LOG_INTERVAL`` seconds, since a file keeps every ``\\r`` update on one line.
 
 ``--quiet`` silences the updates (the closing lines stay: they are results): the
 command line calls ``set_quiet`` (``cli.Parser.parse_args``), process-wide like the
@@ -11,6 +12,7 @@ import sys
 import time
 
 INTERVAL = 1.0  # seconds between two updates of the line
+LOG_INTERVAL = 30.0  # seconds between two progress lines when stdout is no terminal
 
 _quiet = False
 
@@ -28,14 +30,19 @@ class Line:
         self.label, self.total, self.done = label, max(1, total), 0
         self._shown_at = None  # time.monotonic() of the last update shown
         self._width = 0        # characters of the update on screen (0: none)
+        self._terminal = _on_terminal()
 
     def advance(self, count=1):
         self.done += count
         now = time.monotonic()
-        if _quiet or (self._shown_at is not None and now - self._shown_at < INTERVAL):
+        if _quiet or (self._shown_at is not None and now - self._shown_at <
+                      (INTERVAL if self._terminal else LOG_INTERVAL)):
             return
         self._shown_at = now
         text = f"{self.label}: {self.done}/{self.total} ({self.done / self.total:.0%})"
+        if not self._terminal:
+            print(text, flush=True)
+            return
         sys.stdout.write("\r" + text.ljust(self._width))
         sys.stdout.flush()
         self._width = len(text)
@@ -47,3 +54,10 @@ class Line:
         if text is not None:
             print(text)
         sys.stdout.flush()
+
+
+def _on_terminal():
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # no stdout, or a closed one
+        return False

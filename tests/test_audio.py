@@ -1,5 +1,7 @@
 import dataclasses
+import io
 import struct
+import wave
 
 import numpy as np
 import pytest
@@ -397,3 +399,134 @@ def test_latency_checker_returns_positive_figures(tmp_path):
         assert result[kind]["runs"] == 7
         assert 0 < result[kind]["median_ms"] <= result[kind]["p90_ms"]
     assert result["total"]["mean_ms"] > result["inference"]["mean_ms"]
+
+
+def wav_with_rate(rate, samples=(0.1, -0.1) * 800):
+    """A 16-bit mono WAV whose header says ``rate`` (any 32-bit value)."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.asarray(np.array(samples) * 32767, "<i2").tobytes())
+    content = bytearray(buffer.getvalue())
+    content[24:28] = struct.pack("<I", rate)  # the fmt chunk's sample rate
+    return bytes(content)
+
+
+class a_stream:
+    """``content`` as a pipe gives it: in reads of any size (here 1 to 999 bytes),
+    a frame split between two of them."""
+
+    def __init__(self, content):
+        self.content, self.rng = io.BytesIO(content), np.random.default_rng(9)
+
+    def read1(self, size):
+        return self.content.read(min(size, int(self.rng.integers(1, 1000))))
+
+
+@pytest.mark.parametrize("rate", [0, 999, 384001, 4_000_000_000])
+def test_a_sample_rate_outside_1_khz_to_384_khz_is_a_damaged_header(tmp_path, rate):
+    """0 Hz divided by zero in the resampler; 4 GHz made 0.0 s of audio, exit 0."""
+    path = tmp_path / "x.wav"
+    path.write_bytes(wav_with_rate(rate))
+    with pytest.raises(UserError, match=f"sampled at {rate} Hz, outside 1000-384000 Hz"):
+        audio.read_pcm(str(path), hint=audio.ANY_WAV_HINT)
+    with pytest.raises(UserError, match=f"sampled at {rate} Hz, outside"):
+        audio.PcmStream.wav("x", a_stream(wav_with_rate(rate)))
+    for fine in (1000, 384000):  # the range's ends are recordings
+        path.write_bytes(wav_with_rate(fine))
+        assert audio.read_pcm(str(path))[1] == fine
+
+
+def zero_stuffed_reference(x, from_rate, to_rate):
+    """The textbook resampler, in float64, output by output: the whole filter over the
+    signal with up - 1 zeros inserted between its samples, every down-th sample kept
+    (the zeros' terms left out: they add nothing)."""
+    up, down = audio._up_down(from_rate, to_rate)
+    h, half_len = audio._resample_filter(up, down)
+    out = []
+    for n in range(-(-len(x) * up // down)):
+        centre = n * down  # in the zero-stuffed signal; its sample q sits at q * up
+        q = np.arange(max(0, -(-(centre - half_len) // up)),
+                      min(len(x), (centre + half_len) // up + 1))
+        out.append(np.dot(x[q], h[half_len + centre - q * up].astype(np.float64)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("rates", [(44100, 16000), (22050, 16000), (11025, 16000),
+                                   (48000, 16000), (8000, 16000), (16000, 44100),
+                                   (16000, 8000)])
+def test_the_polyphase_resampler_is_the_zero_stuffed_filter(rates):
+    x = np.random.default_rng(5).standard_normal(int(rates[0] * 0.3) + 7)
+    got = audio.resample(x.astype(np.float32), *rates)
+    assert np.allclose(got, zero_stuffed_reference(x, *rates), atol=1e-5)
+
+
+def test_resampling_44_1_khz_is_far_faster_than_real_time():
+    """160/441 has a 8821-tap filter: filtering the zero-stuffed signal ran 5-7x real
+    time; each output needs only the 56 taps of its phase."""
+    import time
+    x = np.random.default_rng(6).standard_normal(44100 * 20).astype(np.float32)
+    start = time.process_time()
+    out = sum(len(block) for block in audio.resample_blocks(x, 44100, 16000))
+    assert out == 16000 * 20
+    assert time.process_time() - start < 0.5  # at least 40x real time (about 1000x)
+
+
+def test_a_stream_resampled_as_it_comes_equals_the_recording_resampled():
+    x = np.random.default_rng(7).standard_normal(44100 * 3 + 5).astype(np.float32)
+    pieces = np.split(x, [1, 2, 500, 3000, 50000, 50001, 90000])
+    streamed = list(audio.resample_stream(iter(pieces), 44100, 16000, 1600))
+    assert max(len(p) for p in streamed) <= 1600
+    assert np.array_equal(np.concatenate(streamed),
+                          audio.resample_long(x, 44100, 16000, block_outputs=1600))
+
+
+@pytest.mark.parametrize("size", [None, 0, 0xFFFFFFFF])
+def test_a_wav_on_a_pipe_is_the_wav_file(tmp_path, size):
+    """kws_detect reads a pipe, a FIFO or standard input as it arrives (its header
+    too), not whole: the same pieces as the file's, whatever the data size says."""
+    path = str(tmp_path / "rec.wav")
+    rng = np.random.default_rng(8)
+    write_wav(path, list(rng.uniform(-0.9, 0.9, 44100 * 2 * 2 + 2)), rate=44100,
+              channels=2)
+    content = bytearray(open(path, "rb").read())
+    if size is not None:  # a streaming writer's unknown sizes
+        data = content.index(b"data")
+        content[4:8] = content[data + 4:data + 8] = struct.pack("<I", size)
+    tail = b"LIST\x04\x00\x00\x00abcd" if size is None else b"\x01"  # a chunk; a stray byte
+    pcm = audio.PcmStream.wav("rec", a_stream(bytes(content) + tail), b"")
+    streamed = np.concatenate(list(pcm.pieces(16000)))
+    whole, rate = audio.read_wav_any(path)
+    assert np.allclose(streamed, audio.resample_long(whole, rate, 16000), atol=1e-6)
+    if size is None:  # its header's size: what follows is not audio; less is truncated
+        cut = a_stream(bytes(content[:-100]))
+        with pytest.raises(UserError, match="truncated: its header promises 88201"):
+            list(audio.PcmStream.wav("rec", cut).pieces(16000))
+
+
+class Endless:
+    """A pipe that never ends (``/dev/zero``, or a WAV header then endless samples),
+    counting the bytes read from it."""
+
+    def __init__(self, head=b""):
+        self.head, self.given = head, 0
+
+    def read1(self, size):
+        chunk = (self.head + bytes(size))[:size]
+        self.head = self.head[size:]
+        self.given += len(chunk)
+        return chunk
+
+
+def test_an_endless_stream_is_read_as_it_is_used_never_whole():
+    with pytest.raises(UserError, match="does not start with RIFF"):
+        audio.PcmStream.wav("/dev/zero", Endless())  # refused from its first bytes
+    header = bytearray(wav_with_rate(16000, samples=()))
+    header[4:8] = header[40:44] = struct.pack("<I", 0xFFFFFFFF)
+    source = Endless(bytes(header))
+    pieces = audio.PcmStream.wav("endless", source).pieces(16000)
+    heard = sum(len(next(pieces)) for _ in range(200))
+    assert heard >= 16000 * 3  # seconds of silence, read a little ahead of use only
+    assert source.given <= len(header) + 2 * heard + audio.STREAM_HEADER_BYTES

@@ -247,3 +247,52 @@ def test_kws_unwritable_output_and_corrupt_model(tmp_path, speech_dir, capsys):
         "--version", "a", "--evaluate", str(corrupt),
         *kws_args(speech_dir, tmp_path / "o")], capsys)
     assert_bad_input(code, err, "not a TFLite model")
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_redraws_one_line_on_a_terminal_and_prints_plain_lines_elsewhere(
+        monkeypatch, capsys, terminal):
+    """Redirected to a file, the ``\\r`` updates were kept on one line of the log."""
+    from common import progress
+    monkeypatch.setattr(progress, "_on_terminal", lambda: terminal)
+    monkeypatch.setattr(progress, "INTERVAL", 0.0)
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
+    line = progress.Line("features", 3)
+    for _ in range(3):
+        line.advance()
+    line.finish("features done")
+    out = capsys.readouterr().out
+    if terminal:
+        assert out.count("\r") >= 3 and out.endswith("\rfeatures done\n")
+    else:
+        assert "\r" not in out
+        assert out.splitlines() == ["features: 1/3 (33%)", "features: 2/3 (67%)",
+                                    "features: 3/3 (100%)", "features done"]
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 3600.0)  # a log: lines seldom
+    line = progress.Line("later", 1000)
+    for _ in range(1000):
+        line.advance()
+    assert capsys.readouterr().out.count("later:") == (1000 if terminal else 1)
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, "lost"])
+def test_a_stop_while_tensorflow_loads_does_not_replay_its_start_up_lines(capfd, stop):
+    """Ctrl-C or SIGTERM during TensorFlow's import printed its start-up lines (hidden
+    in quiet mode) before ``error: interrupted``; a real failure still shows them."""
+    import common
+    from common.errors import Terminated, forget_stop, remember_stop
+    common.set_quiet(True)
+    try:
+        for raised, replayed in [(stop, False), (ValueError, True)]:
+            if raised == "lost":  # the stop TensorFlow's C layer made a SystemError of
+                remember_stop(Terminated())
+                raised = SystemError
+            with pytest.raises(raised):
+                with common.native_stderr_hidden():
+                    os.write(2, b"I0000 cudart_stub.cc:31] Could not find cuda drivers\n")
+                    raise raised()
+            forget_stop()
+            assert ("cuda drivers" in capfd.readouterr().err) == replayed, raised
+    finally:
+        common.set_quiet(False)
+        forget_stop()

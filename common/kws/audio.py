@@ -8,6 +8,8 @@ inference time; the tests check both against TensorFlow.
 import io
 import math
 import mmap
+import os
+import stat
 import struct
 import wave
 from dataclasses import dataclass
@@ -123,20 +125,8 @@ def _pcm_layout(path, content, hint):
         raise UserError(f"{path!r} is empty (0 bytes); {hint}")
     data = _data_chunk(content)  # without one, what wave makes of the first MiB
     header = bytes(content[:data + 8] if data is not None else content[:1 << 20])
-    try:
-        if data is not None:
-            header = _streamed_sizes(_extensible_as_pcm(path, header), len(content))
-        with wave.open(io.BytesIO(header), "rb") as w:
-            channels, width, rate, frames = (w.getnchannels(), w.getsampwidth(),
-                                             w.getframerate(), w.getnframes())
-    except EOFError:
-        raise UserError(f"{path!r} is not a readable WAV file (it ends inside its "
-                        f"header, {len(content)} bytes); {hint}") from None
-    except wave.Error as err:
-        raise UserError(f"{path!r} is not a readable WAV file ({err}); {hint}") from None
-    if width != 2:
-        raise UserError(f"{path!r} has {8 * width}-bit samples, not 16-bit PCM; {hint}")
-    held = (len(content) - len(header)) // (width * channels)
+    channels, rate, frames = _parse_header(path, header, len(content), hint)
+    held = (len(content) - len(header)) // (2 * channels)
     if data is not None and _streamed(content, data):
         frames = held  # the rest of the file, over 4 GiB too
     if frames == 0:
@@ -145,6 +135,35 @@ def _pcm_layout(path, content, hint):
         raise UserError(f"{path!r} is truncated: its header promises {frames} samples, "
                         f"it holds {held}; {hint}")
     return frames, channels, rate, len(header)
+
+
+MIN_RATE, MAX_RATE = 1000, 384000  # Hz: what recorders write; outside, a damaged header
+
+
+def _parse_header(path, header, size, hint):
+    """``(channels, sample rate, frames the header promises)`` of a 16-bit PCM WAV:
+    ``header`` is its bytes up to and with the ``data`` chunk's header (or its first
+    bytes, if it has none), ``size`` the file's byte count (None: a stream, of unknown
+    length). Raises UserError as ``read_pcm`` does."""
+    try:
+        if _data_chunk(header) is not None:
+            header = _streamed_sizes(_extensible_as_pcm(path, header),
+                                     len(header) + MAX_CHUNK_SIZE if size is None else size)
+        with wave.open(io.BytesIO(header), "rb") as w:
+            channels, width, rate, frames = (w.getnchannels(), w.getsampwidth(),
+                                             w.getframerate(), w.getnframes())
+    except EOFError:
+        raise UserError(f"{path!r} is not a readable WAV file (it ends inside its "
+                        f"header{'' if size is None else f', {size} bytes'}); "
+                        f"{hint}") from None
+    except wave.Error as err:
+        raise UserError(f"{path!r} is not a readable WAV file ({err}); {hint}") from None
+    if width != 2:
+        raise UserError(f"{path!r} has {8 * width}-bit samples, not 16-bit PCM; {hint}")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise UserError(f"{path!r} says it is sampled at {rate} Hz, outside {MIN_RATE}-"
+                        f"{MAX_RATE} Hz: a damaged header; {hint}")
+    return channels, rate, frames
 
 
 def read_wav(path, expected_rate=DATASET_RATE, content=None):
@@ -182,24 +201,41 @@ def _up_down(from_rate, to_rate):
     return to_rate // g, from_rate // g
 
 
+@lru_cache(maxsize=None)
+def _polyphase(up, down):
+    """``_resample_filter`` split into its ``up`` phases: row ``p`` holds taps ``p,
+    p + up, p + 2 up, ...`` (zero-padded to one length), reversed to be dotted with
+    the input samples they weigh, oldest first; and the filter's half length."""
+    h, half_len = _resample_filter(up, down)
+    taps = -(-len(h) // up)
+    phases = np.zeros(taps * up, np.float32)
+    phases[:len(h)] = h
+    return np.ascontiguousarray(phases.reshape(taps, up).T[:, ::-1]), half_len
+
+
 def resample(signal, from_rate, to_rate):
-    """Polyphase (rational ``up/down``) resampling with a zero-phase FIR filter: only
-    the kept output samples are computed. Output length is ``ceil(len * up / down)``,
-    as with ``scipy.signal.resample_poly``.
+    """Polyphase (rational ``up/down``) resampling with a zero-phase FIR filter: each
+    output sample is computed from the input samples its filter phase weighs (about
+    ``len(filter) / up``), none of the ``up - 1`` zeros between them. Output length is
+    ``ceil(len * up / down)``, as with ``scipy.signal.resample_poly``.
     """
     up, down = _up_down(from_rate, to_rate)
     x = np.asarray(signal, np.float32)
     if up == down:
         return x
-    h, half_len = _resample_filter(up, down)
-    if up > 1:
-        stuffed = np.zeros(len(x) * up, np.float32)
-        stuffed[::up] = x
-        x = stuffed
-    n_out = -(-len(signal) * up // down)
-    padded = np.pad(x, (half_len, half_len + down))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, len(h))[::down][:n_out]
-    return (windows @ h[::-1]).astype(np.float32)
+    phases, half_len = _polyphase(up, down)
+    taps = phases.shape[1]
+    out = np.empty(-(-len(x) * up // down), np.float32)
+    # output n weighs the inputs up to (n down + half_len) // up with phase
+    # (n down + half_len) % up: outputs n and n + up share a phase, a step of down apart
+    last = ((len(out) - 1) * down + half_len) // up
+    padded = np.pad(x, (taps - 1, max(0, last + 1 - len(x))))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, taps)  # [i]: up to x[i]
+    for first in range(min(up, len(out))):
+        at = first * down + half_len
+        rows = out[first::up]
+        rows[:] = windows[at // up::down][:len(rows)] @ phases[at % up]
+    return out
 
 
 def read_wav_any(path, content=None):
@@ -229,6 +265,97 @@ def wav_pieces(path, to_rate, content=None):
     if isinstance(content, mmap.mmap):
         samples = _SizeChecked(path, content, samples, offset)
     return resample_blocks(samples, rate, to_rate, to_rate, pcm_to_mono)
+
+
+STREAM_READ_BYTES = 3200  # 100 ms of 16 kHz 16-bit mono: a live stream is read this often
+STREAM_HEADER_BYTES = 1 << 20  # a WAV read as it arrives must reach its samples in this
+
+
+def is_wav_start(head):
+    """Whether ``head`` (a stream's first 12 bytes or more) begins a RIFF/WAVE file."""
+    return head[:4] + head[8:12] == b"RIFFWAVE"
+
+
+class PcmStream:
+    """16-bit little-endian PCM read from ``source`` (a binary file with ``read1``: a
+    pipe, a FIFO, a device) as it arrives: ``channels`` interleaved, at ``rate`` Hz;
+    ``start``: its bytes already read; ``size``: its byte count (None: until the
+    source ends). ``name`` names it in errors."""
+
+    def __init__(self, name, source, channels, rate, start=b"", size=None):
+        self.name, self.source, self.channels, self.rate = name, source, channels, rate
+        self.start, self.size = start, size
+
+    @classmethod
+    def wav(cls, name, source, start=b""):
+        """The samples of a 16-bit PCM WAV on ``source``, its header read from it (after
+        ``start``) and checked now; a UserError as ``read_pcm`` for a bad one."""
+        head = start
+        while _data_chunk(head) is None and len(head) < STREAM_HEADER_BYTES and \
+                (len(head) < 12 or is_wav_start(head)):  # /dev/zero: refused at once
+            more = source.read1(STREAM_HEADER_BYTES - len(head))
+            if not more:
+                break
+            head += more
+        data = _data_chunk(head)
+        if data is None:
+            _pcm_layout(name, head, ANY_WAV_HINT)  # raises, saying what is wrong
+            raise UserError(f"{name!r} has no data chunk in its first "
+                            f"{STREAM_HEADER_BYTES >> 20} MiB; {ANY_WAV_HINT}")
+        header = bytes(head[:data + 8])
+        channels, rate, frames = _parse_header(name, header, None, ANY_WAV_HINT)
+        size = None if _streamed(header, data) else frames * 2 * channels
+        if size == 0:
+            raise UserError(f"{name!r} holds no samples (a WAV header only); "
+                            f"{ANY_WAV_HINT}")
+        return cls(name, source, channels, rate, head[data + 8:], size)
+
+    def pieces(self, to_rate):
+        """Float32 mono pieces at ``to_rate`` as the samples arrive (``resample_stream``
+        in blocks of 0.1 s); a WAV that ends before the samples its header promises
+        is a UserError at its end."""
+        return resample_stream(self._mono(), self.rate, to_rate, to_rate // 10)
+
+    def _mono(self):
+        frame, done, data = 2 * self.channels, 0, self.start
+        while True:
+            if self.size is not None:
+                data = data[:self.size - done]  # what follows the samples is not audio
+            whole = len(data) // frame * frame  # a frame split between two reads waits
+            if whole:
+                yield pcm_to_mono(np.frombuffer(data[:whole], "<i2").reshape(
+                    -1, self.channels))
+            done, data = done + whole, data[whole:]
+            if done == self.size:
+                return
+            more = self.source.read1(STREAM_READ_BYTES)  # what has arrived, up to 100 ms
+            if not more:
+                break
+            data += more
+        if self.size is not None:
+            raise UserError(f"{self.name!r} is truncated: its header promises "
+                            f"{self.size // frame} samples, it held {done // frame}; "
+                            f"{ANY_WAV_HINT}")
+
+
+def open_recording(path):
+    """A WAV file to listen to, checked before anything slow: a regular file mapped
+    (``read_file``); anything else (a pipe, ``<(...)``, a FIFO, a device) a
+    ``PcmStream`` read as it arrives, its header read now, so memory stays bounded
+    however long or endless it is."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = stat.S_IFREG  # read_file says what is wrong
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        content = read_file(path, mapped=True)
+        _pcm_layout(path, content, ANY_WAV_HINT)
+        return content
+    try:
+        source = open(path, "rb")
+    except OSError as err:
+        raise UserError(f"cannot read WAV file {path!r}: {err.strerror or err}") from None
+    return PcmStream.wav(path, source)
 
 
 class _SizeChecked:
@@ -269,26 +396,47 @@ def resample_long(signal, from_rate, to_rate, block_outputs=16000):
 
 def resample_blocks(samples, from_rate, to_rate, block_outputs=16000,
                     to_float=lambda block: np.asarray(block, np.float32)):
-    """``resample_long``'s blocks of about ``block_outputs`` samples, in order, each
+    """``resample_long``'s blocks of at most ``block_outputs`` samples, in order, each
     read from ``samples`` (any array sliced along its first axis) through
-    ``to_float`` only when it is computed."""
+    ``to_float`` only when it is needed."""
+    pieces = (to_float(samples[start:start + block_outputs])
+              for start in range(0, len(samples), block_outputs))
+    return resample_stream(pieces, from_rate, to_rate, block_outputs)
+
+
+def resample_stream(pieces, from_rate, to_rate, block_outputs=16000):
+    """``resample_long`` of the concatenation of ``pieces`` (float32 arrays as they
+    come: a recording a piece at a time, or a live stream), in blocks of at most
+    ``block_outputs`` samples, each yielded once the input its filter reaches has
+    come: the memory held does not grow with the length of the stream."""
     up, down = _up_down(from_rate, to_rate)
     if up == down:
-        for start in range(0, len(samples), block_outputs):
-            yield to_float(samples[start:start + block_outputs])
+        yield from pieces
         return
     _, half_len = _resample_filter(up, down)
     per_block = max(1, block_outputs // up)           # input blocks of per_block * down
     step_in, step_out = per_block * down, per_block * up
     context = -(-(half_len // up + 2) // down) * down  # the filter's reach, in whole
-    n_out = -(-len(samples) * up // down)              # multiples of down
-    for start in range(0, len(samples), step_in):
-        lo = max(0, start - context)
-        piece = resample(to_float(samples[lo:start + step_in + context]), from_rate,
-                         to_rate)
-        skip = (start - lo) * up // down  # exact: start - lo is a multiple of down
-        first = start * up // down
-        yield piece[skip:skip + min(step_out, n_out - first)]
+    held, lo, start = np.zeros(0, np.float32), 0, 0    # multiples of down; held: the
+    #                                                    input from index lo on
+
+    def block(end):
+        """The outputs of the inputs from ``start`` on, ``end`` inputs having come."""
+        first = max(0, start - context)
+        out = resample(held[first - lo:start + step_in + context - lo], from_rate, to_rate)
+        skip = (start - first) * up // down  # exact: start - first is a multiple of down
+        return out[skip:skip + min(step_out, -(-end * up // down) - start * up // down)]
+    for piece in pieces:
+        held = np.concatenate([held, piece])
+        while lo + len(held) >= start + step_in + context:  # the block's reach has come
+            yield block(lo + len(held))
+            start += step_in
+            drop = max(0, start - context) - lo
+            held, lo = held[drop:], lo + drop
+    end = lo + len(held)
+    while start < end:  # the last blocks, the signal taken as zero after its end
+        yield block(end)
+        start += step_in
 
 
 @dataclass(frozen=True)
