@@ -347,6 +347,7 @@ def synthesize(data_dir, split, plan, keywords, seed, tick=None, words_file=None
     utterances = plan_utterances(split, plan, groups, keywords, seed)
     os.makedirs(os.path.join(data_dir, "synth"), exist_ok=True)
     staging = tempfile.mkdtemp(dir=os.path.join(data_dir, "synth"), prefix=".partial-")
+    os.chmod(staging, 0o755)  # mkdtemp's 0700: the cache is meant to be shared
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             futures = [pool.submit(_say, u, staging, i) for i, u in enumerate(utterances)]
