@@ -463,17 +463,6 @@ def test_the_polyphase_resampler_is_the_zero_stuffed_filter(rates):
     assert np.allclose(got, zero_stuffed_reference(x, *rates), atol=1e-5)
 
 
-def test_resampling_44_1_khz_is_far_faster_than_real_time():
-    """160/441 has a 8821-tap filter: filtering the zero-stuffed signal ran 5-7x real
-    time; each output needs only the 56 taps of its phase."""
-    import time
-    x = np.random.default_rng(6).standard_normal(44100 * 20).astype(np.float32)
-    start = time.process_time()
-    out = sum(len(block) for block in audio.resample_blocks(x, 44100, 16000))
-    assert out == 16000 * 20
-    assert time.process_time() - start < 0.5  # at least 40x real time (about 1000x)
-
-
 def test_a_stream_resampled_as_it_comes_equals_the_recording_resampled():
     x = np.random.default_rng(7).standard_normal(44100 * 3 + 5).astype(np.float32)
     pieces = np.split(x, [1, 2, 500, 3000, 50000, 50001, 90000])
