@@ -612,3 +612,13 @@ def test_speech_recordings_hold_other_speech_and_music_never_a_synthesized_keywo
         for w_start, w_end, _ in with_words.words:
             assert kind == "music" or end <= w_start or start >= w_end + \
                 stream.HIT_WINDOW_S - 1e-6
+
+
+def test_listening_minutes_beyond_what_memory_holds_is_an_error():
+    import argparse
+    from common.kws import reports
+    args = argparse.Namespace(listening_minutes=1e9)
+    with pytest.raises(UserError, match="--listening-minutes"):
+        reports.listening_minutes(args, None)
+    args.listening_minutes = reports.MAX_LISTENING_MINUTES
+    assert reports.listening_minutes(args, None) == reports.MAX_LISTENING_MINUTES

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 
 from common import cli
+from common.errors import UserError
 from common.kws import audio, stream, synth
 
 BUDGET_THREADS = 1  # budgets are checked single-threaded, like a small device
@@ -110,9 +111,16 @@ def choose_detector(tflite_bytes, data, recipe, minutes):
     return settings
 
 
+MAX_LISTENING_MINUTES = 120.0  # its 10 hours of keyword-free speech: 2.3 GB of samples
+
+
 def listening_minutes(args, recipe):
     """--listening-minutes, by default on (an hour) for a listening version only."""
     if args.listening_minutes is not None:
+        if args.listening_minutes > MAX_LISTENING_MINUTES:
+            raise UserError(f"--listening-minutes {args.listening_minutes:g} is more than "
+                            f"{MAX_LISTENING_MINUTES:g}: the report holds 5 x that of "
+                            "audio in memory")
         return args.listening_minutes
     return stream.DEFAULT_MINUTES if recipe.negatives else 0.0
 
