@@ -602,8 +602,10 @@ def test_speech_recordings_hold_other_speech_and_music_never_a_synthesized_keywo
                         speech_.utterances + keyword.utterances, {})
     rec = stream.make_recording("s", clips, np.arange(4), 16000, 120.0, rng,
                                 keywords=False, speech=both)
-    kinds = {kind for *_, kind in rec.events}
+    kinds = {kind.rsplit(":", 1)[0] for *_, kind in rec.events}
     assert "speech:word" in kinds and kinds <= {"speech:word", "speech:phrase", "music"}
+    assert {kind.split(":")[-1] for *_, kind in rec.events if kind != "music"} <= {
+        u.text for u in speech_.utterances}
     spoken = sum(end - start for start, end, kind in rec.events if kind != "music")
     assert spoken > 60  # most of the two minutes is speech
     with_words = stream.make_recording("w", clips, np.arange(4), 16000, None, rng,
@@ -622,3 +624,13 @@ def test_listening_minutes_beyond_what_memory_holds_is_an_error():
         reports.listening_minutes(args, None)
     args.listening_minutes = reports.MAX_LISTENING_MINUTES
     assert reports.listening_minutes(args, None) == reports.MAX_LISTENING_MINUTES
+
+
+def test_false_alarms_name_the_sound_that_filled_their_window():
+    events = [(0.0, 2.0, "speech:word:yet"), (2.5, 3.0, "music"),
+              (5.0, 9.0, "speech:phrase:cup of tea")]
+    detections = [(1.5, 7, 0.99), (1.9, 7, 0.99), (3.2, 6, 0.95), (8.0, 6, 0.97),
+                  (12.0, 6, 0.9)]
+    labels = ["down", "go", "left", "no", "right", "stop", "up", "yes"]
+    assert stream.fired_on(detections, events, labels) == {
+        "up": [("cup of tea", 1), ("music", 1), ("noise", 1)], "yes": [("yet", 2)]}

@@ -375,7 +375,7 @@ def _add_speech(signal, rate, start, stop, speech, level, rng, found, gain_db, p
             gain = level * 10 ** (rng.uniform(*gain_db) / 20) / rms
             signal[t:t + len(piece)] += (piece * gain).astype(np.float32)
             found.append((t / rate, (t + len(piece)) / rate,
-                          f"speech:{speech.utterances[i].kind}"))
+                          f"speech:{speech.utterances[i].kind}:{speech.utterances[i].text}"))
         t += len(piece) + int(rng.uniform(*pause_s) * rate)
 
 
@@ -598,8 +598,30 @@ def listening_report(runner, config, labels, test_split, settings,
                                        **point[r.name]} for r in recs},
                "det": det_curve(probs, recs, settings, mask),
                "per_keyword": per_keyword(point, labels),
+               "speech_fired_on": fired_on(
+                   detect(probs["speech_only"], settings, mask),
+                   next(r.events for r in recs if r.name == "speech_only"), labels),
                "background_output": negatives.listens(labels)}
     return metrics, details
+
+
+def fired_on(detections, events, labels, window_s=1.0, top=8):
+    """``{keyword: [[text, count]]}``: what each keyword's detections on keyword-free
+    speech fired on, the made event that fills most of the window before each
+    (an utterance's text, "music", or "noise" when none), the ``top`` most often."""
+    counts = {}
+    for time_s, label, _ in detections:
+        overlap = {}
+        for start, end, kind in events:
+            inside = min(end, time_s) - max(start, time_s - window_s)
+            if inside > 0:
+                name = kind.split(":", 2)[-1] if kind.startswith("speech:") else kind
+                overlap[name] = overlap.get(name, 0.0) + inside
+        sound = max(overlap, key=overlap.get) if overlap else "noise"
+        by_sound = counts.setdefault(labels[label], {})
+        by_sound[sound] = by_sound.get(sound, 0) + 1
+    return {k: sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+            for k, v in sorted(counts.items())}
 
 
 def per_keyword(point, labels):
