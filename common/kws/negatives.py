@@ -220,7 +220,8 @@ def typical_level(clips, rate):
     return float(np.median(levels)) if levels else 0.05
 
 
-def _at_level(piece, level, gain_db, rng):
+def at_level(piece, level, gain_db, rng):
+    """``piece`` scaled to RMS ``level`` x a gain drawn from ``gain_db`` (silence as it is)."""
     rms = np.sqrt(np.mean(np.square(piece), dtype=np.float64)) if len(piece) else 0.0
     if rms == 0:
         return piece
@@ -238,7 +239,7 @@ def speech_windows(speech, indices, count, length, level, rng, gain_db=(-12.0, 3
         if len(piece) > length:
             start = int(rng.integers(0, len(piece) - length + 1))
             piece = piece[start:start + length]
-        out[row] = place(_at_level(piece, level, gain_db, rng), length, rng)
+        out[row] = place(at_level(piece, level, gain_db, rng), length, rng)
     return np.clip(out, -1.0, 1.0, out=out)
 
 
@@ -253,7 +254,7 @@ def with_context(clips, speech, indices, level, rate, rng, pause_s=(0.05, 0.3),
     length = out.shape[1]
     for row in range(len(out)):
         start, end = active_region(out[row], rate)
-        piece = _at_level(speech.signal(int(indices[int(rng.integers(len(indices)))])),
+        piece = at_level(speech.signal(int(indices[int(rng.integers(len(indices)))])),
                           level, gain_db, rng)
         pause = int(rng.uniform(*pause_s) * rate)
         if rng.random() < 0.5:
@@ -327,7 +328,7 @@ def from_speech(speech, clips, y, examples, negs, rate, rng, labels, unknown_ind
     them), and the split's ``clips`` with other speech beside the word."""
     length = clips.shape[1]
     level = typical_level(clips, rate)
-    other = speech.indices(kind="word") + speech.indices(kind="phrase")
+    other = speech.others()
     keyword_rows = [i for i in speech.indices(kind="keyword") if speech.utterances[i].label
                     in labels]
     parts = [(np.zeros((0, length), np.float32), np.zeros(0, np.int64))]
@@ -338,7 +339,7 @@ def from_speech(speech, clips, y, examples, negs, rate, rng, labels, unknown_ind
     n = int(round(negs.synth_keyword_fraction * examples))
     if n and keyword_rows:
         picks = np.array(keyword_rows)[rng.integers(0, len(keyword_rows), n)]
-        waves = np.stack([place(_at_level(speech.signal(int(i)), level, (-12.0, 3.0), rng),
+        waves = np.stack([place(at_level(speech.signal(int(i)), level, (-12.0, 3.0), rng),
                                 length, rng) for i in picks])
         parts.append((np.clip(waves, -1, 1), np.array(
             [labels.index(speech.utterances[i].label) for i in picks], np.int64)))

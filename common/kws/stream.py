@@ -360,20 +360,19 @@ def music(seconds, rate, rng):
     return out / peak if peak > 0 else out
 
 
-def _add_speech(signal, rate, start, stop, speech, level, rng, found, gain_db, pause_s):
-    """Synthesized utterances one after another from ``start`` to ``stop`` (samples),
-    each at ``level`` x a gain from ``gain_db``, ``pause_s`` apart."""
-    others = speech.indices(kind="word") + speech.indices(kind="phrase")  # no keyword
+def _add_speech(signal, rate, start, stop, speech, others, level, rng, found, gain_db,
+                pause_s):
+    """Synthesized utterances (``others``: indices of ``speech`` that say no keyword)
+    one after another from ``start`` to ``stop`` (samples), each at ``level`` x a
+    gain from ``gain_db``, ``pause_s`` apart."""
     t = start
     while t < stop and others:
         i = others[int(rng.integers(len(others)))]
         piece = speech.signal(i)
         if t + len(piece) > stop:
             return
-        rms = np.sqrt(np.mean(np.square(piece))) if len(piece) else 0.0
-        if rms > 0:
-            gain = level * 10 ** (rng.uniform(*gain_db) / 20) / rms
-            signal[t:t + len(piece)] += (piece * gain).astype(np.float32)
+        if np.any(piece):
+            signal[t:t + len(piece)] += negatives.at_level(piece, level, gain_db, rng)
             found.append((t / rate, (t + len(piece)) / rate,
                           f"speech:{speech.utterances[i].kind}:{speech.utterances[i].text}"))
         t += len(piece) + int(rng.uniform(*pause_s) * rate)
@@ -423,6 +422,7 @@ def make_recording(name, clips, y, rate, seconds, rng, keywords=True, events=Tru
         seconds = (starts[-1] + length) / rate + 1.0
     signal = background(seconds, rate, rng)
     level = negatives.typical_level(clips, rate) if speech is not None else None
+    others = speech.others() if speech is not None else []
     words, found = [], []
     if keywords:
         for n, i in enumerate(rng.permutation(len(clips))):
@@ -433,15 +433,15 @@ def make_recording(name, clips, y, rate, seconds, rng, keywords=True, events=Tru
             free_from = t + end + int(HIT_WINDOW_S * rate)
             next_t = starts[n + 1] if n + 1 < len(starts) else len(signal)
             if speech is not None and rng.random() < 0.7:
-                _add_speech(signal, rate, free_from, next_t, speech, level, rng, found, gain_db,
-                            (0.1, 0.8))
+                _add_speech(signal, rate, free_from, next_t, speech, others, level, rng,
+                            found, gain_db, (0.1, 0.8))
             elif speech is None and events and next_t - free_from >= length \
                     and rng.random() < 0.7:
                 _add_event(signal, int(rng.integers(free_from, next_t - length + 1)),
                            clips, rate, rng, found)
     elif speech is not None:
-        _add_speech(signal, rate, int(rng.uniform(0.5, 2.0) * rate), len(signal), speech, level,
-                    rng, found, gain_db, (0.1, 1.5))
+        _add_speech(signal, rate, int(rng.uniform(0.5, 2.0) * rate), len(signal), speech,
+                    others, level, rng, found, gain_db, (0.1, 1.5))
     elif events:
         t = int(rng.uniform(0.5, 2.0) * rate)
         while t + length <= len(signal):

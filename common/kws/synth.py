@@ -314,6 +314,10 @@ class Speech:
         s = int(self.starts[i])
         return self.audio[s:s + int(self.lengths[i])].astype(np.float32) / 32768.0
 
+    def others(self):
+        """Indices of the utterances that say no keyword (the words and phrases)."""
+        return [i for i, u in enumerate(self.utterances) if u.kind != "keyword"]
+
     def indices(self, kind=None, label=None):
         return [i for i, u in enumerate(self.utterances)
                 if (kind is None or u.kind == kind) and (label is None or u.label == label)]
