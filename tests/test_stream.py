@@ -398,6 +398,9 @@ def listening_model(tmp_path_factory, small_word_list):
     only, since a reversed or partial tone is the same tone)."""
     if ENGINES_MISSING:  # the listening report's speech is synthesized
         pytest.skip(f"needs {' and '.join(ENGINES_MISSING)} (apt-get install)")
+    from common.tflite import micro
+    if not micro.available():  # e's arena budget is measured by TFLM
+        pytest.skip("training e needs tflite-micro (requirements-micro.txt)")
     import kws_train
     from test_model_guards import kws_argv, tone_dataset
     from common.cli import run_main
