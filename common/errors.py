@@ -6,6 +6,7 @@ written but misses its budget, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM
 """
 import contextlib
 import signal
+import threading
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -90,3 +91,31 @@ def stop_handlers(handler=stop_on_signal):
             signal.signal(signum, old if old is not None else signal.SIG_DFL)
         if not _DEPTH[0]:
             forget_stop()
+
+
+@contextlib.contextmanager
+def stops_at_safe_points():
+    """Inside the block a SIGINT or SIGTERM only runs the current handler's bookkeeping
+    (its stop is remembered, not raised) and the stop is raised at the next
+    ``raise_pending_stop`` (a training batch's end) or when the block ends. Raised
+    inside TensorFlow's C layer, a stop can make it print a traceback of its own."""
+    current = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    handlers = {signum: h for signum, h in current.items() if callable(h)}
+    if threading.current_thread() is not threading.main_thread() or not handlers:
+        yield
+        return
+
+    def remember(signum, frame):
+        try:
+            handlers[signum](signum, frame)
+        except KeyboardInterrupt as stop:
+            remember_stop(stop)
+
+    for signum in handlers:
+        signal.signal(signum, remember)
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    raise_pending_stop()

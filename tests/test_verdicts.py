@@ -349,6 +349,28 @@ def test_training_stops_after_a_lost_signal(handlers):
                          loss="mse", verbose=0)
 
 
+def test_a_signal_during_training_is_raised_at_the_batch_end(monkeypatch):
+    """Not where it lands: raised inside TensorFlow's C layer, it made TensorFlow print
+    a traceback before the run's one line (CI, SIGTERM during forecast b's fit)."""
+    went_on = []
+
+    class SignalInsideABatch(training.StopWhenAsked):
+        def on_train_batch_begin(self, batch, logs=None):
+            os.kill(os.getpid(), signal.SIGTERM)
+            went_on.append(batch)  # the signal did not raise here
+
+    monkeypatch.setattr(training, "StopWhenAsked", SignalInsideABatch)
+    model = keras.Sequential([keras.layers.Input((2,)), keras.layers.Dense(1)])
+    x = np.zeros((64, 2), np.float32)
+    with stop_handlers():
+        with pytest.raises(Terminated):
+            training.fit(model, (x, x[:, :1]), (x, x[:, :1]),
+                         training.TrainingSettings(epochs=5, batch_size=8,
+                                                   learning_rate=0.01),
+                         loss="mse", verbose=0)
+    assert went_on == [0]  # then stopped at the end of that batch
+
+
 # --- the committed models are what their JSONs say ---------------------------------
 
 SHIPPED = sorted(name[:-len(".json")] for name in os.listdir(MODELS)

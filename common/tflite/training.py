@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-from common.errors import raise_pending_stop
+from common.errors import raise_pending_stop, stops_at_safe_points
 from common.tflite import optimize
 
 
@@ -130,8 +130,10 @@ def fit(model, train, val, settings, *, loss, metrics=(), verbose=1, batch_trans
         inputs = {"x": tf.data.Dataset.from_tensor_slices(train)
                   .shuffle(len(train[0]), reshuffle_each_iteration=True)
                   .batch(batch_size).map(batch_transform).prefetch(2)}
-    history = model.fit(**inputs, epochs=epochs, callbacks=callbacks, verbose=verbose,
-                        validation_data=val, validation_batch_size=batch_size)
+    with stops_at_safe_points():  # StopWhenAsked raises a stop at the batch's end
+        history = model.fit(**inputs, epochs=epochs, callbacks=callbacks,
+                            verbose=verbose, validation_data=val,
+                            validation_batch_size=batch_size)
     info = {"best_epoch": None if best.best_epoch is None else best.best_epoch + 1,
             "best_val_loss": None if best.best_epoch is None else float(best.best),
             "epochs_run": len(history.history.get("loss", [])),
