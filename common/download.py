@@ -14,6 +14,7 @@ import urllib.request
 import zipfile
 import zlib
 
+from common import progress
 from common.errors import UserError
 
 BASE_OVERRIDE = "TINYML_DOWNLOAD_BASE"  # tests only, see the module docstring
@@ -98,10 +99,13 @@ def _fetch(url, data_dir, tmp, name, hint, quiet):
 
 
 def _copy(response, f, total, quiet):
-    """Copy the body to ``f``; unless ``quiet``, show the bytes (and percent) received
-    on one updating line on stdout, redrawn at most 10 times a second. Returns the
-    byte count."""
-    received, shown = 0, 0.0
+    """Copy the body to ``f``; unless ``quiet``, show the bytes (and percent) received:
+    on a terminal one line redrawn at most 10 times a second, elsewhere (a log file)
+    a plain line at most every ``progress.LOG_INTERVAL`` seconds and one at the end.
+    Returns the byte count."""
+    terminal = progress._on_terminal()
+    interval = 0.1 if terminal else progress.LOG_INTERVAL
+    received, shown = 0, time.monotonic()
     while True:
         chunk = response.read(CHUNK)
         if not chunk:
@@ -109,16 +113,20 @@ def _copy(response, f, total, quiet):
         f.write(chunk)
         received += len(chunk)
         now = time.monotonic()
-        if not quiet and now - shown >= 0.1:
-            _show(received, total)
+        if not quiet and now - shown >= interval:
+            _show(received, total, terminal)
             shown = now
     if not quiet:
-        _show(received, total)
-        print(flush=True)
+        _show(received, total, terminal)
+        if terminal:
+            print(flush=True)
     return received
 
 
-def _show(received, total):
+def _show(received, total, terminal):
     of = f" of {total:,} bytes ({100 * received // total} %)" if total else " bytes"
-    sys.stdout.write(f"\r  {received:,}{of}")
-    sys.stdout.flush()
+    if terminal:
+        sys.stdout.write(f"\r  {received:,}{of}")
+        sys.stdout.flush()
+    else:
+        print(f"  {received:,}{of}", flush=True)

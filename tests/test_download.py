@@ -15,7 +15,7 @@ import zipfile
 
 import pytest
 
-from common import download
+from common import download, progress
 from common.errors import UserError
 from common.forecast import jena
 from common.kws import speech
@@ -284,8 +284,13 @@ def test_read_only_data_dir(server, tmp_path, monkeypatch):
     assert os.listdir(data) == [] and server.requests == []
 
 
+@pytest.mark.parametrize("terminal", [True, False])
 @pytest.mark.parametrize("quiet", [False, True])
-def test_progress_on_one_updating_line_unless_quiet(server, tmp_path, capsys, quiet):
+def test_progress_on_one_updating_line_unless_quiet(server, tmp_path, capsys, monkeypatch,
+                                                    quiet, terminal):
+    """On a terminal one line redrawn with \\r; in a log file plain lines, so that a
+    redirected run does not keep every update on one line."""
+    monkeypatch.setattr(progress, "_on_terminal", lambda: terminal)
     serve(server, "forecast", tmp_path)
     size = len(server.bodies[JENA_ZIP])
     download.download_and_extract(jena.URL, str(tmp_path), str(tmp_path / jena.FILENAME),
@@ -296,10 +301,12 @@ def test_progress_on_one_updating_line_unless_quiet(server, tmp_path, capsys, qu
     assert first.startswith("downloading http://127.0.0.1:")
     if quiet:
         assert rest == [""]
-    else:  # one line, redrawn with \r, ending at 100 % of the size
-        progress, end = rest
-        assert end == "" and progress.startswith("\r")
-        assert progress.split("\r")[-1] == f"  {size:,} of {size:,} bytes (100 %)"
+    elif terminal:  # one line, redrawn with \r, ending at 100 % of the size
+        progress_line, end = rest
+        assert end == "" and progress_line.startswith("\r")
+        assert progress_line.split("\r")[-1] == f"  {size:,} of {size:,} bytes (100 %)"
+    else:
+        assert "\r" not in out and rest == [f"  {size:,} of {size:,} bytes (100 %)", ""]
 
 
 def test_override_is_read_in_one_place(monkeypatch):
