@@ -124,6 +124,29 @@ def test_microphone_path_equals_training_path_on_the_same_clip(config):
     assert np.corrcoef(served.ravel(), trained.ravel())[0, 1] > 0.99
 
 
+STFT_NO_RESIZE = dataclasses.replace(STFT_40_GATED, resize=0)
+
+
+@pytest.mark.parametrize("config, hop, by_frame", [
+    (audio.FeatureConfig(), 1600, True), (MFCC_GATED, 1600, True),
+    (STFT_NO_RESIZE, 1280, True), (STFT_40_GATED, 1280, False),  # a resize mixes frames
+    (audio.FeatureConfig(), 1000, False)])                       # not whole frame steps
+def test_a_stream_s_features_a_hop_at_a_time_are_each_second_s_features(config, hop,
+                                                                       by_frame):
+    """What the detector feeds the model: computed from the new frames only where that
+    can be exact, and then the features of the whole second all the same."""
+    rng = np.random.default_rng(3)
+    signal = (0.05 * rng.standard_normal(16000 * 3)).astype(np.float32)
+    signal[20000:28000] += known_signal()[:8000]
+    sliding = audio.SlidingFeatures(config, hop)
+    assert sliding.by_frame == by_frame
+    padded = np.concatenate([np.zeros(16000, np.float32), signal])
+    for end in range(16000 + hop, len(padded) + 1, hop):
+        pushed = sliding.push(padded[end - hop:end])
+        whole = audio.extract(config, padded[end - 16000:end])
+        np.testing.assert_allclose(pushed, whole, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("config", [MFCC_MEAN, STFT_40_MEAN])
 def test_mean_removal_is_the_plain_features_minus_their_mean_over_time(config):
     x = known_signal()

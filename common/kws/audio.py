@@ -650,25 +650,62 @@ def remove_clip_mean(config, image):
     return image - frames.mean(axis=0, keepdims=True)
 
 
-def extract(config, signal):
-    """A clip at ``config.sample_rate`` (padded or cut to 1 s) -> ``config.shape``."""
-    signal = pad_or_cut(signal, config.clip_samples)
+def frame_features(config, signal):
+    """Each frame's features: the rows of ``extract``'s image before any resize or
+    mean removal, for the frames ``frame_step`` apart that ``signal`` holds whole."""
     magnitude = stft_magnitude(signal, config.frame_length, config.frame_step,
                                config.fft_length)
     if config.kind == "mfcc":
         mel = magnitude @ mel_matrix(config.num_mel_bins, magnitude.shape[1],
                                      config.sample_rate, config.lower_hz, config.upper_hz)
-        image = np.log(mel + 1e-6) @ dct_matrix(config.num_mel_bins, config.num_mfccs)
-    else:
-        magnitude = magnitude[:, :config.stft_bins]
-        image = np.log(magnitude + 1e-6) if config.log_magnitude else magnitude
-        if config.resize:
-            matrix = RESIZE_MATRICES[config.resize_method]
-            image = (matrix(image.shape[0], config.resize) @ image
-                     @ matrix(image.shape[1], config.resize).T)
+        return np.log(mel + 1e-6) @ dct_matrix(config.num_mel_bins, config.num_mfccs)
+    magnitude = magnitude[:, :config.stft_bins]
+    return np.log(magnitude + 1e-6) if config.log_magnitude else magnitude
+
+
+def whole_image(config, frames):
+    """``extract``'s image from the clip's ``frame_features``: resized, mean removed."""
+    image = frames
+    if config.resize:
+        matrix = RESIZE_MATRICES[config.resize_method]
+        image = (matrix(image.shape[0], config.resize) @ image
+                 @ matrix(image.shape[1], config.resize).T)
     if config.remove_mean:
         image = remove_clip_mean(config, image)
     return image[..., None].astype(np.float32)
+
+
+def extract(config, signal):
+    """A clip at ``config.sample_rate`` (padded or cut to 1 s) -> ``config.shape``."""
+    return whole_image(config, frame_features(config,
+                                              pad_or_cut(signal, config.clip_samples)))
+
+
+class SlidingFeatures:
+    """``extract`` of the last second of a stream, a hop at a time (silence before
+    it). When no resize mixes the frames and the hop and the second are whole numbers
+    of frame steps, a hop computes only its new frames and keeps the others, as a
+    device's front end would; otherwise the whole second again."""
+
+    def __init__(self, config, hop):
+        self.config, self.hop = config, hop
+        self.audio = np.zeros(config.clip_samples, np.float32)
+        self._fresh = hop + config.frame_length - config.frame_step  # new frames' audio
+        self.by_frame = (not config.resize and hop % config.frame_step == 0
+                         and self._fresh <= config.clip_samples
+                         and (config.clip_samples - config.frame_length)
+                         % config.frame_step == 0)
+        self.frames = frame_features(config, self.audio) if self.by_frame else None
+
+    def push(self, samples):
+        """The features of the second that ends with ``samples`` (``hop`` of them)."""
+        self.audio = np.concatenate([self.audio[self.hop:],
+                                     np.asarray(samples, np.float32)])
+        if not self.by_frame:
+            return extract(self.config, self.audio)
+        fresh = frame_features(self.config, self.audio[-self._fresh:])
+        self.frames = np.concatenate([self.frames[len(fresh):], fresh])
+        return whole_image(self.config, self.frames)
 
 
 def from_microphone(config, recording):

@@ -73,21 +73,16 @@ def keyword_mask(labels):
     return np.array([negatives.is_keyword(label) for label in labels])
 
 
-def window_probabilities(runner, config, window):
-    """The model's class probabilities for one 1-s window (``config``'s rate)."""
-    return softmax(runner(audio.extract(config, window)))
-
-
 def hop_probabilities(runner, config, signal, hop_s, tick=None):
     """``[hops, labels]``: the probabilities of every window of ``signal`` ending at
     ``(k + 1) * hop``, each the last second before it (zeros before the start), as
     ``Listener`` computes them one by one. ``tick()`` is called after each hop."""
     hop = hop_samples(hop_s, config.sample_rate)
-    length = config.clip_samples
-    padded = np.concatenate([np.zeros(length, np.float32), np.asarray(signal, np.float32)])
+    window = audio.SlidingFeatures(config, hop)
+    signal = np.asarray(signal, np.float32)
     rows = []
-    for end in range(length + hop, len(padded) + 1, hop):
-        rows.append(window_probabilities(runner, config, padded[end - length:end]))
+    for start in range(0, len(signal) - hop + 1, hop):
+        rows.append(softmax(runner(window.push(signal[start:start + hop]))))
         if tick is not None:
             tick()
     return np.array(rows, np.float32).reshape(len(rows), int(runner.output["shape"][-1])
@@ -147,7 +142,7 @@ class Listener:
         self.runner, self.config, self.settings = runner, config, settings
         self.mask = keyword_mask(labels)
         self.hop = hop_samples(settings.hop_s, config.sample_rate)
-        self.ring = np.zeros(config.clip_samples, np.float32)
+        self.window = audio.SlidingFeatures(config, self.hop)
         self.pending = np.zeros(0, np.float32)
         self.history = []
         self.hops_done, self.last_fired = 0, None
@@ -160,9 +155,9 @@ class Listener:
         self.pending = np.concatenate([self.pending, np.asarray(samples, np.float32)])
         found = []
         while len(self.pending) >= self.hop:
-            self.ring = np.concatenate([self.ring[self.hop:], self.pending[:self.hop]])
+            features = self.window.push(self.pending[:self.hop])
             self.pending = self.pending[self.hop:]
-            found += self._step(window_probabilities(self.runner, self.config, self.ring))
+            found += self._step(softmax(self.runner(features)))
         return found
 
     def _step(self, probs):
@@ -186,8 +181,9 @@ class Listener:
     def memory_bytes(self):
         """What the detector holds besides the model: the 1-s audio ring (float32
         here; int16 on a device) and the score history."""
-        return {"audio_ring_float32": self.ring.nbytes,
-                "audio_ring_int16": self.ring.size * 2,
+        ring = self.window.audio
+        return {"audio_ring_float32": ring.nbytes,
+                "audio_ring_int16": ring.size * 2,
                 "score_history": self.settings.hops(self.settings.average_s)
                 * len(self.mask) * 4}
 
