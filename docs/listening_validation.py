@@ -23,17 +23,14 @@ import common  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
 from common import artifacts, cli  # noqa: E402
-from common.kws import audio, speech, stream, synth  # noqa: E402
+from common.kws import speech, stream, synth  # noqa: E402
 
 
 def hop_probabilities(runners, config, signal, hop_s):
     """``[model][hops, labels]``: ``stream.hop_probabilities`` of every runner, the
     features of each window computed once."""
-    hop, length = stream.hop_samples(hop_s, config.sample_rate), config.clip_samples
-    padded = np.concatenate([np.zeros(length, np.float32), np.asarray(signal, np.float32)])
     rows = [[] for _ in runners]
-    for end in range(length + hop, len(padded) + 1, hop):
-        features = audio.extract(config, padded[end - length:end])
+    for features in stream.window_features(config, signal, hop_s):
         for i, runner in enumerate(runners):
             rows[i].append(stream.softmax(runner(features)))
     return [np.array(r, np.float32) for r in rows]

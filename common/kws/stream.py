@@ -77,16 +77,22 @@ def hop_probabilities(runner, config, signal, hop_s, tick=None):
     """``[hops, labels]``: the probabilities of every window of ``signal`` ending at
     ``(k + 1) * hop``, each the last second before it (zeros before the start), as
     ``Listener`` computes them one by one. ``tick()`` is called after each hop."""
-    hop = hop_samples(hop_s, config.sample_rate)
-    window = audio.SlidingFeatures(config, hop)
-    signal = np.asarray(signal, np.float32)
     rows = []
-    for start in range(0, len(signal) - hop + 1, hop):
-        rows.append(softmax(runner(window.push(signal[start:start + hop]))))
+    for features in window_features(config, signal, hop_s):
+        rows.append(softmax(runner(features)))
         if tick is not None:
             tick()
     return np.array(rows, np.float32).reshape(len(rows), int(runner.output["shape"][-1])
                                               if not rows else -1)
+
+
+def window_features(config, signal, hop_s):
+    """The features of every window ``hop_probabilities`` scores, in order."""
+    hop = hop_samples(hop_s, config.sample_rate)
+    window = audio.SlidingFeatures(config, hop)
+    signal = np.asarray(signal, np.float32)
+    for start in range(0, len(signal) - hop + 1, hop):
+        yield window.push(signal[start:start + hop])
 
 
 def hop_samples(hop_s, rate):
