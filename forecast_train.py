@@ -13,10 +13,10 @@ from common.forecast.recipe import ForecastRecipe
 from common.forecast.task import Forecast
 
 RECIPES = {
-    # Both beat the reference (MLP1 alpha 0.3 / MLP2 alpha 0.1, see SPEC.md) with an
-    # MLP2 that learns the change from a frozen persistence skip, float weights
-    # rounded to 8 mantissa bits (zlib then drops their low bytes) and a slimmed
-    # flatbuffer; "a" spends its larger budget on less pruning.
+    # Both beat the reference (docs/spec.md#forecasting) with an MLP2 that learns the
+    # change from a frozen persistence skip, float weights rounded to 8 mantissa bits
+    # (zlib then drops their low bytes) and a slimmed flatbuffer; "a" spends its larger
+    # budget on less pruning (docs/forecasting.md#how-it-gets-to-11-14-kb).
     "a": ForecastRecipe(hidden_layers=2, alpha=0.1, sparsity=0.5, learning_rate=0.005,
                         lr_drop_epochs=(50, 60), batch_size=256, epochs=70,
                         quantization="float", mantissa_bits=8, loss_scale=(0.5, 1.8),

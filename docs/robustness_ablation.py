@@ -8,7 +8,7 @@ run's figures to docs/kws_robustness_ablation.json.
 The choice is made on VALIDATION figures: the clean accuracy, the 10 dB noise
 report and the robustness report's conditions, all on the validation clips (the
 same perturbations as the test report's, from the same seed). The test figures of
-each run are recorded beside them for the README, never for choosing.
+each run are recorded beside them for docs/robustness.md, never for choosing.
 
 Each variant is an ordinary ``kws_train.py`` run with the recipe's ``augmentation``
 (and ``features``) replaced, into a scratch folder (``variant_run.train_variant``;

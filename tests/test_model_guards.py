@@ -17,7 +17,7 @@ from common.tflite import optimize, training
 from common.tflite.runtime import Runner
 from conftest import LABELS, write_jena_csv
 
-CALIBRATION_SIGMAS = 5.0  # README: integer calibration covers +/- 5 standard deviations
+CALIBRATION_SIGMAS = 5.0  # docs/forecasting.md: calibration covers +/- 5 std
 
 
 # --- fixtures -----------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Noise at a measured SNR: coloured noise, mixing, the fixed-seed noisy splits, and
-the noise-robust training augmentation (SPEC.md, "Beyond the course")."""
+the noise-robust training augmentation (docs/spec.md, "Device figures")."""
 import numpy as np
 import pytest
 
@@ -15,7 +15,7 @@ def sine(freq, amplitude=0.3, samples=RATE):
 
 
 def measured_snr(clip, noisy):
-    """SPEC.md's SNR, measured back: the noise is what mixing added (inf if nothing)."""
+    """The spec's SNR, measured back: the noise is what mixing added (inf if nothing)."""
     clip, noisy = np.asarray(clip, np.float64), np.asarray(noisy, np.float64)
     with np.errstate(divide="ignore"):
         return 10 * np.log10(np.mean(clip ** 2, axis=-1)

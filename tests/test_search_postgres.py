@@ -1,6 +1,6 @@
 """The multi-host search for real: two separate processes, started together as on two
-hosts, extend one study on a throwaway PostgreSQL server, with the URL form the README
-documents and the driver requirements-search.txt installs."""
+hosts, extend one study on a throwaway PostgreSQL server, with the URL form
+docs/model_search.md documents and the driver requirements-search.txt installs."""
 import glob
 import os
 import shutil

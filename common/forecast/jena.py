@@ -1,6 +1,6 @@
 """Jena climate data: loading, the 70/20/10 positional split, normalization, windows.
 
-The protocol is fixed by SPEC.md so results compare with the reference: windows of
+The protocol is fixed by docs/spec.md so results compare with the reference: windows of
 12 consecutive rows (stride 1), the first 6 rows are the input, the last 6 the label;
 inputs are normalized with the training split's per-column mean and population std,
 labels stay in raw units (degC, %).
@@ -114,7 +114,7 @@ def check_times(path, column):
     data rows: rows out of time order (reversed, as some exports write them, or
     shuffled) or repeating a time are an error, since a window must be 12 consecutive
     times. Uneven spacing (gaps) is one warning: the windows stay positional, as
-    SPEC.md fixes them."""
+    docs/spec.md fixes them."""
     times = pd.to_datetime(column, format=DATE_FORMAT, errors="coerce")
     stamps = column.to_numpy()
     unreadable = np.flatnonzero(times.isna().to_numpy())

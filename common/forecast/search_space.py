@@ -26,6 +26,6 @@ SEARCH_SPACE = SearchSpace(
     params=lambda r: {k: v for k, v in dataclasses.asdict(r).items() if k in SEARCHED},
     error=budget_fraction, error_label="max(T MAE/budget, RH MAE/budget), validation",
     error_limit=lambda recipe: 1.0,
-    # the published results (SPEC.md, full 2009-2016 file), drawn on the plots
+    # the published results (docs/spec.md, full 2009-2016 file), drawn on the plots
     reference={"a": (1900, {"t_mae": 0.47, "rh_mae": 1.76}),
                "b": (1680, {"t_mae": 0.52, "rh_mae": 1.85})})

@@ -626,7 +626,7 @@ def frame_level_db(config, image):
 
 
 # A word's loud part: the frames within this many dB of the clip's loudest (the gate
-# d's mean removal ships with, and the README's analysis of moved words uses).
+# d's mean removal ships with, and docs/robustness.md's analysis of moved words uses).
 WORD_GATE_DB = 30.0
 
 

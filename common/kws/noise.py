@@ -1,4 +1,4 @@
-"""Coloured noise and mixing at a signal-to-noise ratio (SPEC.md, "Beyond the course").
+"""Coloured noise and mixing at a signal-to-noise ratio (docs/spec.md, "Device figures").
 
 The SNR of a noisy clip is ``10 log10(P_clip / P_noise)``, both powers the mean of the
 squared samples over the whole clip as given (already padded or cut to 1 s). White

@@ -26,7 +26,7 @@ class KwsRecipe:
     prune_epochs: tuple = (5, 25)
     augmentation: speech.Augmentation = speech.Augmentation(copies=3)
     quantization: str = "int8"
-    first_stride: tuple = None       # None: (2, 1) for MFCC, (2, 2) for STFT (SPEC.md)
+    first_stride: tuple = None       # None: (2, 1) MFCC, (2, 2) STFT (docs/spec.md)
     prune_depthwise: bool = True     # with sparsity: depthwise kernels are pruned too
     max_flash_bytes: int = None      # raw .tflite bytes (optional device budget)
     max_arena_bytes: int = None      # TFLM tensor arena bytes (optional device budget)

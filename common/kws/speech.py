@@ -158,7 +158,7 @@ class Augmentation:
     ``perturbations`` (``Perturbation``: talker, room, microphone) join before and
     after the noise.
 
-    The SNR is relative to the example's own power after shift and gain (SPEC.md's
+    The SNR is relative to the example's own power after shift and gain (docs/spec.md's
     definition, ``noise.mix_at_snr``); the noise is coloured Gaussian noise
     (``noise.colored_noise``) or, for a share of the noisy examples, background
     speech: another clip of the same batch. The result is clipped to [-1, 1], as a

@@ -8,7 +8,7 @@ the best keyword's averaged probability reaches ``threshold``, at most once per
 ``suppression_s``. Outputs named in ``negatives.NON_KEYWORDS`` (background,
 unknown speech) never fire: they only take probability away from the keywords.
 
-Scoring (SPEC.md, "Listening on a stream", MLPerf Tiny's rule): a detection is a
+Scoring (docs/spec.md, "Listening on a stream", MLPerf Tiny's rule): a detection is a
 **hit** when its label is the word's and it fires between the word's start and
 ``HIT_WINDOW_S`` after the word's end, each word hit at most once; every other
 detection is a **false alarm** (one inside the window of a word of another label
