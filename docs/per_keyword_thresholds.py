@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Would a threshold per keyword catch more than e's one threshold? For each averaging
+span, a threshold per keyword is chosen on the validation audio (the most stream hits
+with at most ``stream.VALIDATION_MAX_FA_PER_HOUR`` false alarms an hour over the capped
+recordings, the rule that chooses e's one threshold, solved exactly as a knapsack over
+the keywords' own hits and false alarms), then scored on the test audio; beside it,
+the model's recorded settings. The hop probabilities of both audios are computed once
+and kept in ``--cache``. Writes docs/kws_per_keyword_thresholds.json.
+
+Usage: python docs/per_keyword_thresholds.py [--model models/kws_e.tflite.zlib]
+       [--data-dir data] [--cache /tmp/e_probs.pkl]
+"""
+import argparse
+import dataclasses
+import os
+import pickle
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import common  # noqa: E402,F401
+import numpy as np  # noqa: E402
+
+from common import artifacts  # noqa: E402
+from common.kws import speech, stream, synth  # noqa: E402
+
+OFF = 2.0  # a threshold no probability reaches: the keyword never fires
+
+
+def listened(path, data_dir, cache):
+    """``{"val"|"test": (recordings, {name: hop probabilities}), "labels": [...]}``."""
+    if cache and os.path.exists(cache):
+        with open(cache, "rb") as f:
+            return pickle.load(f)
+    from common.tflite.runtime import Runner
+    spotter = stream.read_spotter(path)
+    corpus = speech.Corpus(data_dir, data_dir, 0, ("val", "test"), spotter.labels)
+    clips = corpus.load(spotter.features.sample_rate)
+    runner = Runner(spotter.tflite_bytes)
+    out = {"labels": spotter.labels}
+    for split, plan, seed in (("val", stream.VALIDATION_RECORDINGS, stream.REPORT_SEED + 1),
+                              ("test", stream.REPORT_RECORDINGS, stream.REPORT_SEED)):
+        out[split] = stream.listen_to(
+            runner, spotter.features, clips.splits[split], plan, stream.DEFAULT_MINUTES,
+            seed, split, speech=corpus.synthesized(
+                split, synth.heldout_plan(stream.DEFAULT_MINUTES)))
+    if cache:
+        artifacts.atomic_write_bytes(cache, pickle.dumps(out))
+    return out
+
+
+def detect(probs, settings, thresholds, mask):
+    """``stream.detect`` with the best keyword's own threshold."""
+    smoothed = stream.smooth(probs, settings.hops(settings.average_s))
+    masked = np.where(mask, smoothed, np.float32(-1.0))
+    best = masked.argmax(axis=1)
+    score = masked[np.arange(len(masked)), best]
+    candidates = np.flatnonzero(score >= thresholds[best])
+    gap, found, i = stream._min_gap(settings), [], 0
+    while i < len(candidates):
+        k = int(candidates[i])
+        found.append((round((k + 1) * settings.hop_s, 6), int(best[k]), float(score[k])))
+        i = max(i + 1, int(np.searchsorted(candidates, k + gap)))
+    return found
+
+
+def measured(split, settings, thresholds, mask):
+    """Stream hits, false alarms an hour on the keyword-free speech and on all the
+    capped recordings."""
+    recs, probs = split
+    point = {r.name: stream.score(detect(probs[r.name], settings, thresholds, mask),
+                                  list(r.words), r.seconds) for r in recs}
+    capped = [r for r in recs if r.name in stream.CAPPED_RECORDINGS]
+    hours = sum(r.seconds for r in capped) / 3600
+    return {"stream_hit_rate": point["stream"]["hit_rate"],
+            "speech_fa_per_hour": point["speech_only"]["false_alarms_per_hour"],
+            "capped_fa_per_hour": round(sum(point[r.name]["false_alarms"]
+                                            for r in capped) / hours, 3)}
+
+
+def per_keyword_thresholds(split, settings, mask):
+    """The thresholds with the most validation stream hits within the cap: each
+    keyword's (hits, false alarms) at every threshold, alone, then a knapsack."""
+    recs, probs = split
+    capped = [r for r in recs if r.name in stream.CAPPED_RECORDINGS]
+    budget = int(stream.VALIDATION_MAX_FA_PER_HOUR * sum(r.seconds for r in capped)
+                 / 3600 + 1e-9)
+    best = {0: (0, {})}  # false alarms used -> (hits, {keyword: threshold})
+    for k in np.flatnonzero(mask):
+        options = [(OFF, 0, 0)]
+        for t in stream.THRESHOLDS:
+            thresholds = np.full(len(mask), OFF, np.float32)
+            thresholds[k] = t
+            scores = [stream.score(detect(probs[r.name], settings, thresholds, mask),
+                                   list(r.words), r.seconds) for r in capped]
+            hits = sum(s["hits"] for r, s in zip(capped, scores) if r.name == "stream")
+            options.append((float(t), hits, sum(s["false_alarms"] for s in scores)))
+        grown = {}
+        for used, (hits, chosen) in best.items():
+            for t, more, fa in options:
+                if used + fa <= budget and (used + fa not in grown
+                                            or hits + more > grown[used + fa][0]):
+                    grown[used + fa] = (hits + more, {**chosen, int(k): t})
+        best = grown
+    _, chosen = max(best.values(), key=lambda v: v[0])
+    thresholds = np.full(len(mask), OFF, np.float32)
+    for k, t in chosen.items():
+        thresholds[k] = t
+    return thresholds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=os.path.join(ROOT, "models", "kws_e.tflite.zlib"))
+    parser.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
+    parser.add_argument("--cache", help="keep the hop probabilities in this file")
+    args = parser.parse_args()
+    heard = listened(args.model, args.data_dir, args.cache)
+    labels = heard["labels"]
+    mask = stream.keyword_mask(labels)
+    recorded = stream.read_spotter(args.model).settings
+    one = np.where(mask, recorded.threshold, OFF).astype(np.float32)
+    rows = [{"rule": "one threshold (recorded)", **dataclasses.asdict(recorded),
+             "validation": measured(heard["val"], recorded, one, mask),
+             "test": measured(heard["test"], recorded, one, mask)}]
+    for average in stream.AVERAGE_CHOICES_S:
+        settings = dataclasses.replace(recorded, average_s=average)
+        thresholds = per_keyword_thresholds(heard["val"], settings, mask)
+        rows.append({"rule": "a threshold per keyword", **dataclasses.asdict(settings),
+                     "thresholds": {labels[k]: round(float(thresholds[k]), 4)
+                                    for k in np.flatnonzero(mask)},
+                     "validation": measured(heard["val"], settings, thresholds, mask),
+                     "test": measured(heard["test"], settings, thresholds, mask)})
+        print(rows[-1], flush=True)
+    artifacts.atomic_write_bytes(os.path.join(HERE, "kws_per_keyword_thresholds.json"),
+                                 artifacts.json_bytes({"model": os.path.relpath(
+                                     args.model, ROOT), "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
