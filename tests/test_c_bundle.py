@@ -95,6 +95,18 @@ def test_features_match_python_on_tones_and_speech_like_audio(front_end):
     assert (off == 0).mean() >= 0.999 and off.max() <= 1
 
 
+def test_another_mfcc_configuration_matches_python(tmp_path):
+    """Not only d's and e's numbers: a zero-padded power-of-two FFT, other filters."""
+    config = audio.FeatureConfig(fft_length=1024, num_mel_bins=32, num_mfccs=13,
+                                 lower_hz=60.0, upper_hz=7600.0, remove_mean=True)
+    lib = build(tmp_path, "kws_o", config, (0.3, -5), E[2])
+    got_q, got_f, want_q, want_f = compare((lib, "kws_o", config, (0.3, -5)),
+                                           made_audio(3.0, seed=5))
+    assert got_q.shape == (30, 49, 13) and np.abs(got_f - want_f).max() < FLOAT_TOLERANCE
+    off = np.abs(got_q.astype(int) - want_q)
+    assert (off == 0).mean() >= 0.999 and off.max() <= 1
+
+
 @pytest.mark.parametrize("chunk", [1, 1600, 7919])
 def test_any_chunk_size_gives_the_features_of_one_large_chunk(front_end, chunk):
     pcm = made_audio(2.5, seed=1)
@@ -196,7 +208,9 @@ def test_c_path_detects_what_the_python_listener_detects_on_a_made_stream(
     got = c_check.Detector(lib, "kws_e").push(run_model(runner, inputs))
     listener = stream.Listener(runner, E[0], LABELS, settings)
     want = listener.feed(pcm.astype(np.float32) / 32768.0)
-    assert len(want) >= 3 and got == want
+    # the same (time, label); a score moves where an int8 input is one step off
+    assert len(want) >= 3 and [d[:2] for d in got] == [d[:2] for d in want]
+    assert np.allclose([d[2] for d in got], [d[2] for d in want], atol=0.01)
 
 
 def wav_header(rate=RATE, bits=16, channels=1, tag=1, data_bytes=0):

@@ -3,8 +3,8 @@ code a device runs around the model, generated from the model's own recorded
 feature configuration, input quantization, labels and detector settings.
 
 ``<stem>_frontend.{h,c}``: int16 samples in, as they arrive; each frame's MFCCs are
-computed once (a direct real DFT over the mel filters' bins, cos/sin, window, mel
-and DCT tables generated here) into a ring of the last ``num_frames`` frames; at
+computed once (a mixed-radix FFT, combined only for the mel filters' bins; cos/sin,
+window, mel and DCT tables generated here) into a ring of the last ``num_frames`` frames; at
 each hop the model's int8 input (the gated mean removal applied over the window).
 ``<stem>_detector.{h,c}``: each hop's int8 logits (or float probabilities) in,
 ``stream.Listener``'s averaging, threshold, suppression and non-firing outputs.
@@ -111,6 +111,9 @@ def bundle(stem, config, settings, labels, input_quantization, output_quantizati
     window = audio.hann_periodic(config.frame_length).astype(np.float64) / 32768.0
     dct = audio.dct_matrix(config.num_mel_bins, config.num_mfccs)
     hops = settings.hops(settings.average_s)
+    sub_length = config.fft_length & -config.fft_length  # its largest power-of-two factor
+    bits = sub_length.bit_length() - 1
+    bit_reverse = [int(f"{j:0{bits}b}"[::-1], 2) if bits else 0 for j in range(sub_length)]
     keyword = [negatives.is_keyword(label) for label in labels]
     values = dict(
         NAME=name, UP=up, STEM=stem,
@@ -118,6 +121,8 @@ def bundle(stem, config, settings, labels, input_quantization, output_quantizati
         FRAME_STEP=config.frame_step, FFT_LENGTH=config.fft_length,
         NUM_FRAMES=config.num_frames, NUM_MFCCS=config.num_mfccs,
         NUM_MEL=config.num_mel_bins, BIN_FIRST=first, BIN_END=end,
+        SUB=config.fft_length // sub_length, SUB_LENGTH=sub_length,
+        BIT_REVERSE=_ints(bit_reverse),
         HOP=stream.hop_samples(settings.hop_s, config.sample_rate),
         IN_SCALE=f"{float(np.float32(input_quantization[0]))!r}f",
         IN_ZERO=int(input_quantization[1]),
@@ -234,23 +239,58 @@ static const float kMelHigh[BIN_END - BIN_FIRST] = {
 static const float kDct[NUM_MEL * @UP@_NUM_FEATURES] = {
     @DCT@};
 
-/* One frame's MFCCs: |DFT| of the windowed frame, mel filters, ln(x + 1e-6), DCT. */
+/* The FFT of length FFT_LENGTH = SUB x SUB_LENGTH (SUB odd, SUB_LENGTH a power of
+ * two): SUB radix-2 FFTs of the samples n = SUB j + r, combined only for the bins the
+ * mel filters weigh. SUB_LENGTH's twiddles are every SUB-th entry of kCos/kSin. */
+#define SUB @SUB@
+#define SUB_LENGTH @SUB_LENGTH@
+static const unsigned short kBitReverse[SUB_LENGTH] = {
+    @BIT_REVERSE@};
+
+/* in place, its input in bit-reversed order */
+static void sub_fft(float *re, float *im) {
+    int size, start, j;
+    for (size = 2; size <= SUB_LENGTH; size *= 2) {
+        int half = size / 2, stride = FFT_LENGTH / size;
+        for (start = 0; start < SUB_LENGTH; start += size) {
+            for (j = 0; j < half; ++j) {
+                float wr = kCos[j * stride], wi = -kSin[j * stride];  /* e^(-2 pi i j/size) */
+                int a = start + j, b = start + j + half;
+                float tr = wr * re[b] - wi * im[b], ti = wr * im[b] + wi * re[b];
+                re[b] = re[a] - tr;
+                im[b] = im[a] - ti;
+                re[a] += tr;
+                im[a] += ti;
+            }
+        }
+    }
+}
+
+/* One frame's MFCCs: |FFT| of the windowed frame, mel filters, ln(x + 1e-6), DCT. */
 static void frame_features(const int16_t *samples, float *out) {
-    float frame[@UP@_FRAME_LENGTH];
+    float bin_re[BIN_END - BIN_FIRST], bin_im[BIN_END - BIN_FIRST];
+    float re[SUB_LENGTH], im[SUB_LENGTH];
     float mel[NUM_MEL + 1];  /* + 1: the last band's upper neighbour, never read */
-    int n, k, b, c;
-    for (n = 0; n < @UP@_FRAME_LENGTH; ++n) frame[n] = (float)samples[n] * kWindow[n];
+    int r, j, k, b, c;
+    for (k = 0; k < BIN_END - BIN_FIRST; ++k) bin_re[k] = bin_im[k] = 0.0f;
+    for (r = 0; r < SUB; ++r) {
+        for (j = 0; j < SUB_LENGTH; ++j) {
+            int n = SUB * j + r;  /* beyond the frame: the FFT's zero padding */
+            re[kBitReverse[j]] = n < @UP@_FRAME_LENGTH ? (float)samples[n] * kWindow[n] : 0.0f;
+            im[kBitReverse[j]] = 0.0f;
+        }
+        sub_fft(re, im);
+        for (k = BIN_FIRST; k < BIN_END; ++k) {  /* X[k] += e^(-2 pi i r k/N) Y_r[k] */
+            int at = (r * k) % FFT_LENGTH;
+            float y_re = re[k % SUB_LENGTH], y_im = im[k % SUB_LENGTH];
+            bin_re[k - BIN_FIRST] += y_re * kCos[at] + y_im * kSin[at];
+            bin_im[k - BIN_FIRST] += y_im * kCos[at] - y_re * kSin[at];
+        }
+    }
     for (b = 0; b <= NUM_MEL; ++b) mel[b] = 0.0f;
     for (k = BIN_FIRST; k < BIN_END; ++k) {
-        float re = 0.0f, im = 0.0f, magnitude;
-        int at = 0;  /* k n mod FFT_LENGTH: the table index of the angle */
-        for (n = 0; n < @UP@_FRAME_LENGTH; ++n) {
-            re += frame[n] * kCos[at];
-            im += frame[n] * kSin[at];
-            at += k;
-            if (at >= FFT_LENGTH) at -= FFT_LENGTH;
-        }
-        magnitude = sqrtf(re * re + im * im);
+        float x = bin_re[k - BIN_FIRST], y = bin_im[k - BIN_FIRST];
+        float magnitude = sqrtf(x * x + y * y);
         mel[kMelBand[k - BIN_FIRST]] += magnitude * kMelLow[k - BIN_FIRST];
         mel[kMelBand[k - BIN_FIRST] + 1] += magnitude * kMelHigh[k - BIN_FIRST];
     }
