@@ -4,6 +4,7 @@ the same features (float and int8), in any chunk size; the same detections; bad
 WAVs rejected in one line; an export the C cannot reproduce refused."""
 import dataclasses
 import os
+import shutil
 import struct
 import subprocess
 
@@ -235,6 +236,21 @@ def host_program(tmp_path_factory, shipped_e):
     command = c_bundle.BUILD.format(stem="kws_e").split()
     subprocess.run(command[:1] + c_check.STRICT + command[1:], cwd=folder, check=True)
     return folder
+
+
+@pytest.mark.skipif(not shutil.which("g++"), reason="no C++ compiler (g++)")
+def test_a_cpp_firmware_links_the_c_bundle(host_program):
+    """TFLM is C++: the headers declare the C functions extern "C"."""
+    (host_program / "firmware.cc").write_text(
+        '#include "kws_e_frontend.h"\n#include "kws_e_detector.h"\n'
+        "int main() { static kws_e_frontend_t fe; static kws_e_detector_t det;\n"
+        "  kws_e_frontend_init(&fe); kws_e_detector_init(&det); return 0; }\n")
+    for name in ("kws_e_frontend", "kws_e_detector"):
+        subprocess.run(["cc", "-std=c99", "-c", f"{name}.c"], cwd=host_program, check=True)
+    subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-o", "firmware", "firmware.cc",
+                    "kws_e_frontend.o", "kws_e_detector.o", "-lm"], cwd=host_program,
+                   check=True)
+    assert subprocess.run([str(host_program / "firmware")]).returncode == 0
 
 
 def listen(folder, wav, *args):

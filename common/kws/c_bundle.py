@@ -168,6 +168,10 @@ FRONTEND_H = """\
 #ifndef @UP@_FRONTEND_H_
 #define @UP@_FRONTEND_H_
 
+#ifdef __cplusplus  /* a TFLM firmware is C++ */
+extern "C" {
+#endif
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -203,6 +207,10 @@ int @NAME@_frontend_input(@NAME@_frontend_t *fe, int8_t *input);
 
 /* The window's float features before quantization (the same rows); for checks. */
 void @NAME@_frontend_features(const @NAME@_frontend_t *fe, float *features);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif  /* @UP@_FRONTEND_H_ */
 """
@@ -415,6 +423,10 @@ DETECTOR_H = """\
 #ifndef @UP@_DETECTOR_H_
 #define @UP@_DETECTOR_H_
 
+#ifdef __cplusplus  /* a TFLM firmware is C++ */
+extern "C" {
+#endif
+
 #include <stdint.h>
 
 #define @UP@_NUM_LABELS @NUM_LABELS@
@@ -450,6 +462,10 @@ int @NAME@_detector_push_int8(@NAME@_detector_t *det, const int8_t *logits,
 /* The same with the hop's probabilities already computed (float). */
 int @NAME@_detector_push_probs(@NAME@_detector_t *det, const float *probs,
                                 @NAME@_detection_t *hit);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif  /* @UP@_DETECTOR_H_ */
 """
