@@ -349,3 +349,11 @@ def test_export_of_features_the_c_cannot_reproduce_is_refused(tmp_path, capsys,
     recipe = dataclasses.replace(kws_train.RECIPES["e"], features=stft)
     with pytest.raises(Exception, match="its features are 'stft'"):
         c_bundle.check_recipe(recipe)
+    # the other refusals
+    mfcc, settings = audio.FeatureConfig(), stream.DetectorSettings()
+    for why, args in (("not a whole number of frame steps",
+                       (mfcc, stream.DetectorSettings(hop_s=0.05625), np.int8, np.int8)),
+                      ("its output is not int8", (mfcc, settings, np.int8, np.float32)),
+                      ("softmax table", (mfcc, settings, np.int8, np.int8, 3.0))):
+        assert why in c_bundle.unsupported(*args)
+    assert c_bundle.unsupported(mfcc, settings, np.int8, np.int8, 0.2) is None

@@ -11,7 +11,6 @@ each hop the model's int8 input (the gated mean removal applied over the window)
 ``<stem>_listen_main.c``: a host program that reads a WAV and prints detections in
 ``kws_detect.py``'s format. No heap; libm for sqrtf and logf only.
 """
-import math
 import re
 
 import numpy as np
@@ -23,7 +22,11 @@ BUILD = ("cc -std=c99 -O2 -o {stem}_listen {stem}_listen_main.c {stem}_frontend.
          "{stem}_detector.c -lm")
 
 
-def unsupported(config, settings, input_dtype, output_dtype):
+# exp(-255 x scale) must not underflow a double: the softmax table's range
+MAX_OUTPUT_SCALE = 2.0
+
+
+def unsupported(config, settings, input_dtype, output_dtype, output_scale=0.0):
     """Why the C front end or detector cannot reproduce this model (None: it can)."""
     hop = stream.hop_samples(settings.hop_s, config.sample_rate)
     reasons = [
@@ -33,14 +36,18 @@ def unsupported(config, settings, input_dtype, output_dtype):
                                   f"frame steps ({config.frame_step})"),
         ((config.clip_samples - config.frame_length) % config.frame_step,
          "its frames do not end at the window's end"),
+        (config.frame_step > config.frame_length, "its frames leave gaps"),
         (input_dtype != np.int8, "its input is not int8"),
-        (output_dtype != np.int8, "its output is not int8")]
+        (output_dtype != np.int8, "its output is not int8"),
+        (output_scale > MAX_OUTPUT_SCALE,
+         f"its output scale {output_scale:g} is over {MAX_OUTPUT_SCALE:g} (the softmax "
+         "table's range)")]
     return next((why for bad, why in reasons if bad), None)
 
 
-def check(config, settings, input_dtype=np.int8, output_dtype=np.int8):
+def check(config, settings, input_dtype=np.int8, output_dtype=np.int8, output_scale=0.0):
     """A UserError when the bundle cannot be written for this model."""
-    why = unsupported(config, settings, input_dtype, output_dtype)
+    why = unsupported(config, settings, input_dtype, output_dtype, output_scale)
     if why:
         raise UserError(f"--export-c cannot write the C front end for this model: {why}; "
                         "export without --export-c, or train a version with MFCC "
@@ -135,7 +142,8 @@ def bundle(stem, config, settings, labels, input_quantization, output_quantizati
         NUM_LABELS=len(labels), SPAN=hops, MIN_GAP=stream._min_gap(settings),
         THRESHOLD=f"{float(np.float32(settings.threshold))!r}f",
         HOP_S=repr(float(settings.hop_s)), AVERAGE_S=f"{settings.average_s:g}",
-        THRESHOLD_TEXT=f"{settings.threshold:g}", SUPPRESSION_S=f"{settings.suppression_s:g}",
+        THRESHOLD_TEXT=f"{settings.threshold:g}",
+        SUPPRESSION_S=f"{settings.suppression_s:g}",
         KEYWORD=_ints(keyword),
         LABELS=",\n    ".join('"' + label.replace("\\", "\\\\").replace('"', '\\"') + '"'
                               for label in labels),
@@ -237,7 +245,7 @@ static const float kCos[FFT_LENGTH] = {
 static const float kSin[FFT_LENGTH] = {
     @SIN@};
 /* each bin weighs into band kMelBand[k] and the next (HTK triangles overlap by half) */
-static const unsigned char kMelBand[BIN_END - BIN_FIRST] = {
+static const unsigned short kMelBand[BIN_END - BIN_FIRST] = {
     @MEL_BAND@};
 static const float kMelLow[BIN_END - BIN_FIRST] = {
     @MEL_LOW@};
@@ -262,7 +270,8 @@ static void sub_fft(float *re, float *im) {
         int half = size / 2, stride = FFT_LENGTH / size;
         for (start = 0; start < SUB_LENGTH; start += size) {
             for (j = 0; j < half; ++j) {
-                float wr = kCos[j * stride], wi = -kSin[j * stride];  /* e^(-2 pi i j/size) */
+                /* e^(-2 pi i j / size) */
+                float wr = kCos[j * stride], wi = -kSin[j * stride];
                 int a = start + j, b = start + j + half;
                 float tr = wr * re[b] - wi * im[b], ti = wr * im[b] + wi * re[b];
                 re[b] = re[a] - tr;
@@ -284,7 +293,8 @@ static void frame_features(const int16_t *samples, float *out) {
     for (r = 0; r < SUB; ++r) {
         for (j = 0; j < SUB_LENGTH; ++j) {
             int n = SUB * j + r;  /* beyond the frame: the FFT's zero padding */
-            re[kBitReverse[j]] = n < @UP@_FRAME_LENGTH ? (float)samples[n] * kWindow[n] : 0.0f;
+            re[kBitReverse[j]] =
+                n < @UP@_FRAME_LENGTH ? (float)samples[n] * kWindow[n] : 0.0f;
             im[kBitReverse[j]] = 0.0f;
         }
         sub_fft(re, im);
@@ -588,7 +598,8 @@ static int read_header(FILE *f, const char *path, unsigned long *size) {
             return fail(path, "is not a readable WAV file (no data chunk)");
         chunk = le(b + 4, 4);
         if (!memcmp(b, "data", 4)) {
-            if (!have_fmt) return fail(path, "is not a readable WAV file (data before fmt)");
+            if (!have_fmt)
+                return fail(path, "is not a readable WAV file (data before fmt)");
             *size = (chunk == 0 || chunk == 0xFFFFFFFFUL) ? 0 : chunk;  /* streamed */
             return 0;
         }
@@ -642,14 +653,16 @@ int main(int argc, char **argv) {
         if (size && size - read_bytes < want) want = size - read_bytes;
         if (want == 0 || (got = fread(bytes, 1, want, wav)) == 0) break;
         read_bytes += got;
-        for (n = got / 2, i = 0;  /* a last half sample is dropped */ i < n; ++i) samples[i] = (int16_t)le(bytes + 2 * i, 2);
+        n = got / 2;  /* a last half sample is dropped */
+        for (i = 0; i < n; ++i) samples[i] = (int16_t)le(bytes + 2 * i, 2);
         while (at < n) {
             at += @NAME@_frontend_push(&fe, samples + at, n - at);
             if (@NAME@_frontend_input(&fe, input)) {
                 @NAME@_detection_t hit;
                 if (!model(input, output))
-                    return fail(argv[3], writing_inputs ? "cannot be written"
-                                                        : "holds fewer hops than the audio");
+                    return fail(argv[3], writing_inputs
+                                             ? "cannot be written"
+                                             : "holds fewer hops than the audio");
                 ++hops;
                 if (!writing_inputs && @NAME@_detector_push_int8(&det, output, &hit)) {
                     printf("%.2f  %s  %.2f\\n", hit.time_s, @NAME@_labels[hit.label],
@@ -692,7 +705,8 @@ def files_for(stem, tflite_bytes, path="the model"):
     config = features.read_features(tflite_bytes, path)
     settings = stream.recorded_settings(tflite_bytes, path) or stream.DetectorSettings()
     runner = Runner(tflite_bytes, num_threads=1)
-    check(config, settings, runner.input["dtype"], runner.output["dtype"])
+    check(config, settings, runner.input["dtype"], runner.output["dtype"],
+          float(runner.output["quantization"][0]))
     if tuple(runner.input_shape[1:]) != tuple(config.shape):
         raise UserError(f"{path!r} takes input {list(runner.input_shape)}, but its "
                         f"recorded features are {list(config.shape)}: a damaged model")

@@ -30,8 +30,9 @@ def build_library(files, stem, folder, flags=("-O2",)):
     sizes = os.path.join(folder, f"{stem}_sizes.c")
     with open(sizes, "w") as f:
         f.write(f'#include "{stem}_frontend.h"\n#include "{stem}_detector.h"\n'
-                f"size_t {stem}_frontend_size(void) {{ return sizeof({stem}_frontend_t); }}\n"
-                f"size_t {stem}_detector_size(void) {{ return sizeof({stem}_detector_t); }}\n")
+                + "".join(f"size_t {stem}_{part}_size(void) "
+                          f"{{ return sizeof({stem}_{part}_t); }}\n"
+                          for part in ("frontend", "detector")))
     library = os.path.join(folder, f"lib{stem}.so")
     subprocess.run([compiler(), *STRICT, *flags, "-shared", "-fPIC", "-o", library,
                     f"{stem}_frontend.c", f"{stem}_detector.c", f"{stem}_sizes.c", "-lm"],
@@ -53,10 +54,12 @@ class FrontEnd:
     """One C front end's state: ``push`` int16 samples, get each hop's features."""
 
     def __init__(self, lib, stem, rows, cols):
-        self.lib, self.stem, self.size = lib, stem, rows * cols
-        self.shape = (rows, cols)
+        self.size, self.shape = rows * cols, (rows, cols)
         self.state = ctypes.create_string_buffer(getattr(lib, f"{stem}_frontend_size")())
         getattr(lib, f"{stem}_frontend_init")(self.state)
+        self.c_push, self.c_features, self.c_input = (
+            getattr(lib, f"{stem}_frontend_{name}")
+            for name in ("push", "features", "input"))
 
     def push(self, samples, chunk=None):
         """``(int8 inputs [hops, rows, cols], float features [hops, rows, cols])`` of the
@@ -70,10 +73,9 @@ class FrontEnd:
             piece = samples[start:start + chunk]
             at = 0
             while at < len(piece):
-                at += getattr(self.lib, f"{self.stem}_frontend_push")(
-                    self.state, piece[at:].ctypes.data, len(piece) - at)
-                getattr(self.lib, f"{self.stem}_frontend_features")(self.state, f.ctypes.data)
-                if getattr(self.lib, f"{self.stem}_frontend_input")(self.state, q.ctypes.data):
+                at += self.c_push(self.state, piece[at:].ctypes.data, len(piece) - at)
+                self.c_features(self.state, f.ctypes.data)
+                if self.c_input(self.state, q.ctypes.data):
                     inputs.append(q.reshape(self.shape).copy())
                     floats.append(f.reshape(self.shape).copy())
         return (np.array(inputs, np.int8).reshape(-1, *self.shape),
@@ -90,14 +92,13 @@ class Detector:
     ``(time_s, label index, score)`` as ``stream.Listener`` returns them."""
 
     def __init__(self, lib, stem):
-        self.lib, self.stem = lib, stem
         self.state = ctypes.create_string_buffer(getattr(lib, f"{stem}_detector_size")())
         getattr(lib, f"{stem}_detector_init")(self.state)
+        self.c_push = getattr(lib, f"{stem}_detector_push_int8")
 
     def push(self, logits):
         found, hit = [], Detection()
         for row in np.ascontiguousarray(logits, np.int8).reshape(len(logits), -1):
-            if getattr(self.lib, f"{self.stem}_detector_push_int8")(self.state, row.ctypes.data,
-                                                           ctypes.byref(hit)):
+            if self.c_push(self.state, row.ctypes.data, ctypes.byref(hit)):
                 found.append((round(hit.time_s, 6), hit.label, float(hit.score)))
         return found
