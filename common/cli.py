@@ -152,7 +152,9 @@ def base_parser(description, recipes, examples=""):
     device.add_argument("--export-c", action="store_true",
                         help="also write OUT_DIR/<model>_model_data.{h,cc} (C++17): the "
                              "model as a byte array for a TFLM firmware, its arena size, "
-                             "input quantization and output names")
+                             "input quantization and output names; for a keyword "
+                             "spotter also its front end, detector and a host program "
+                             "in C99 (docs/c_bundle.md)")
     return parser
 
 

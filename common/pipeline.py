@@ -143,6 +143,15 @@ class Task:
         """Task-specific fields of the results JSON (data checksums, model I/O, ...)."""
         return {}
 
+    def check_c_export(self, recipe):
+        """Before any work: a UserError when --export-c could not write this
+        version's C (e.g. a front end the C code does not reproduce)."""
+
+    def c_bundle(self, stem, tflite_bytes):
+        """``{file name: bytes}`` --export-c writes beside the model's C array (a
+        keyword spotter: its front end, detector and host program)."""
+        return {}
+
 
 def header(task):
     return ["model"] + [column.name for column in task.columns]
@@ -237,6 +246,8 @@ def main(task, argv=None):
     args = parse_args(task, argv)
     recipe = resolve_recipe(task.recipes, args)
     resolve_micro(args, recipe)
+    if args.export_c and not args.evaluate:  # refused before training, not after
+        task.check_c_export(recipe)
     if args.evaluate:
         return evaluate(task, args, recipe)
     artifacts.check_output_dir(args.out_dir)
@@ -447,9 +458,11 @@ def c_files(task, args, recipe, stem, tflite_bytes, metrics, details, data):
         return {}
     from common.tflite import c_export
     io = details["io"]
-    return c_export.c_source(stem, tflite_bytes, metrics["arena_bytes"], io["input_shape"],
-                             io["input_quantization"], io["output_quantization"],
-                             task.output_names(data), task.input_notes(data, recipe))
+    return {**c_export.c_source(stem, tflite_bytes, metrics["arena_bytes"],
+                                io["input_shape"], io["input_quantization"],
+                                io["output_quantization"], task.output_names(data),
+                                task.input_notes(data, recipe)),
+            **task.c_bundle(stem, tflite_bytes)}
 
 
 def micro_lines(metrics, details):
@@ -480,6 +493,9 @@ def evaluate(task, args, recipe):
     warning = artifacts.pair_warning(model)
     if warning:
         print(warning, file=sys.stderr, flush=True)
+    stem = os.path.basename(args.evaluate).split(".")[0]
+    if args.export_c:  # refused before the measurement, not after
+        task.c_bundle(stem, model.tflite_bytes)
     data = task.load(args, recipe, evaluating=model)
     metrics, details = measure(task, model.tflite_bytes, data, recipe, "test",
                                MeasureSettings.from_args(args), model.sizes())
@@ -487,7 +503,6 @@ def evaluate(task, args, recipe):
                  f"raw .tflite ({metrics['tflite_bytes']} B): the size verdict is on "
                  f"its zlib size ({metrics['zlib_bytes']} B), the .tflite.zlib the "
                  "pipeline would ship")
-    stem = os.path.basename(args.evaluate).split(".")[0]
     files = c_files(task, args, recipe, stem, model.tflite_bytes, metrics, details,
                     data)
     if files:

@@ -142,6 +142,14 @@ class KeywordSpotting(pipeline.Task):
     def input_notes(self, data, recipe):
         return recipe.features.describe()
 
+    def check_c_export(self, recipe):
+        from common.kws import c_bundle
+        c_bundle.check_recipe(recipe)
+
+    def c_bundle(self, stem, tflite_bytes):
+        from common.kws import c_bundle
+        return c_bundle.files_for(stem, tflite_bytes)
+
     def score(self, outputs, y, data):
         """Accuracy and the confusion matrix, outputs read in the label order."""
         if outputs.shape[1] != len(data.labels):
