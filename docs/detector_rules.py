@@ -1,13 +1,22 @@
 #!/usr/bin/env python3
-"""Would a threshold per keyword catch more than e's one threshold? For each averaging
+"""What the detector's rule can and cannot do for a listening model (e).
+
+1. Would a threshold per keyword catch more than e's one threshold? For each averaging
 span, a threshold per keyword is chosen on the validation audio (the most stream hits
 with at most ``stream.VALIDATION_MAX_FA_PER_HOUR`` false alarms an hour over the capped
 recordings, the rule that chooses e's one threshold, solved exactly as a knapsack over
 the keywords' own hits and false alarms), then scored on the test audio; beside it,
-the model's recorded settings. The hop probabilities of both audios are computed once
-and kept in ``--cache``. Writes docs/kws_per_keyword_thresholds.json.
+the model's recorded settings.
+2. The DET of every averaging span (0.1-1.5 s) on the validation audio: the most stream
+hits within 1, 2, 5 and 10 false alarms an hour of keyword-free speech.
+3. How confident the model is on the keywords it should catch: the share of the test
+stream's keywords whose own probability peaks (within the hit window) at 0.5, 0.9,
+0.99 and 0.995, raw and averaged as recorded, and the same on the 800 isolated test
+clips.
+The hop probabilities of both audios are computed once and kept in ``--cache``.
+Writes docs/kws_detector_rules.json.
 
-Usage: python docs/per_keyword_thresholds.py [--model models/kws_e.tflite.zlib]
+Usage: python docs/detector_rules.py [--model models/kws_e.tflite.zlib]
        [--data-dir data] [--cache /tmp/e_probs.pkl]
 """
 import argparse
@@ -24,9 +33,12 @@ import common  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
 from common import artifacts  # noqa: E402
-from common.kws import speech, stream, synth  # noqa: E402
+from common.kws import audio, speech, stream, synth  # noqa: E402
 
 OFF = 2.0  # a threshold no probability reaches: the keyword never fires
+LEVELS = (0.5, 0.9, 0.99, 0.995)
+AVERAGES_S = (0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.2, 1.5)
+SPEECH_CAPS = (1, 2, 5, 10)
 
 
 def listened(path, data_dir, cache):
@@ -111,6 +123,50 @@ def per_keyword_thresholds(split, settings, mask):
     return thresholds
 
 
+def det_by_average(split, settings, mask):
+    """``{average: {cap: the most stream hits within cap false alarms an hour of
+    keyword-free speech}}`` over ``THRESHOLDS``."""
+    recs, probs = split
+    out = {}
+    for average in AVERAGES_S:
+        curve = stream.det_curve(probs, recs, dataclasses.replace(
+            settings, average_s=average), mask)
+        out[average] = {cap: max((c["hit_rate"] for c in curve
+                                  if c["fa_per_hour_speech_only"] <= cap), default=None)
+                        for cap in SPEECH_CAPS}
+    return out
+
+
+def shares_reaching(peaks):
+    return {level: round(float(np.mean(np.asarray(peaks) >= level)), 4) for level in LEVELS}
+
+
+def keyword_peaks(split, settings):
+    """``{average: shares}``: each stream keyword's own probability at its highest
+    within the hit window, raw (one hop) and averaged as ``settings`` say."""
+    recs, probs = split
+    rec = next(r for r in recs if r.name == "stream")
+    out = {}
+    for average in (settings.hop_s, settings.average_s):
+        smoothed = stream.smooth(probs["stream"], settings.hops(average))
+        peaks = [smoothed[int(start / settings.hop_s):
+                          int((end + stream.HIT_WINDOW_S) / settings.hop_s) + 1, label].max()
+                 for start, end, label in rec.words]
+        out[average] = shares_reaching(peaks)
+    return out
+
+
+def clip_peaks(path, data_dir):
+    """The shares of the 800 isolated test clips whose own label reaches each level."""
+    from common.tflite.runtime import Runner
+    spotter = stream.read_spotter(path)
+    corpus = speech.Corpus(data_dir, data_dir, 0, ("test",), spotter.labels)
+    clips, y = corpus.load(spotter.features.sample_rate).splits["test"]
+    runner = Runner(spotter.tflite_bytes)
+    return shares_reaching([stream.softmax(runner(audio.extract(spotter.features, c)))[label]
+                            for c, label in zip(clips, y)])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=os.path.join(ROOT, "models", "kws_e.tflite.zlib"))
@@ -134,9 +190,14 @@ def main():
                      "validation": measured(heard["val"], settings, thresholds, mask),
                      "test": measured(heard["test"], settings, thresholds, mask)})
         print(rows[-1], flush=True)
-    artifacts.atomic_write_bytes(os.path.join(HERE, "kws_per_keyword_thresholds.json"),
-                                 artifacts.json_bytes({"model": os.path.relpath(
-                                     args.model, ROOT), "rows": rows}))
+    result = {"model": os.path.relpath(args.model, ROOT), "per_keyword_thresholds": rows,
+              "validation_det_by_average": det_by_average(heard["val"], recorded, mask),
+              "test_keyword_peaks": keyword_peaks(heard["test"], recorded),
+              "test_clip_peaks": clip_peaks(args.model, args.data_dir)}
+    print({k: result[k] for k in ("validation_det_by_average", "test_keyword_peaks",
+                                  "test_clip_peaks")})
+    artifacts.atomic_write_bytes(os.path.join(HERE, "kws_detector_rules.json"),
+                                 artifacts.json_bytes(result))
 
 
 if __name__ == "__main__":
