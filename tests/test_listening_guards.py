@@ -79,7 +79,9 @@ def test_ties_in_hits_are_broken_by_the_fewest_false_alarms():
                 "speech_only": scores_at(9 * 360, {k: 0.5 for k in range(50, 550, 100)})}
     settings, point, held = stream.choose_settings(probs_of, [rec, speech], MASK, HOP)
     assert held and point["stream"]["hit_rate"] == 1.0
-    assert point["speech_only"]["false_alarms"] == 0 and settings.threshold > 0.5
+    assert point["speech_only"]["false_alarms"] == 0
+    # still tied (every word, no false alarm) from 0.51 up: the highest threshold
+    assert settings.threshold == max(stream.THRESHOLDS)
 
 
 def test_the_false_alarm_cap_counts_the_keyword_free_speech():
@@ -92,6 +94,17 @@ def test_the_false_alarm_cap_counts_the_keyword_free_speech():
     settings, point, held = stream.choose_settings(probs_of, [rec, speech], MASK, HOP)
     assert held and settings.threshold > 0.8
     assert point["speech_only"]["false_alarms"] == 0
+
+
+def test_exactly_the_cap_is_within_it():
+    """Ten keyword-free windows in ten hours is 1 false alarm an hour: the cap, kept."""
+    rec, probs = stream_recording(0.6)
+    speech = recording("speech_only", 9 * 3600)
+    probs_of = {"stream": probs,
+                "speech_only": scores_at(9 * 360, {k: 0.8 for k in range(100, 3100, 300)})}
+    settings, point, held = stream.choose_settings(probs_of, [rec, speech], MASK, HOP)
+    assert held and point["stream"]["hit_rate"] == 1.0 and settings.threshold <= 0.6
+    assert point["speech_only"]["false_alarms"] == 10
 
 
 def test_each_point_of_the_det_curve_is_scored_at_its_own_threshold():
@@ -164,6 +177,137 @@ def test_a_detection_exactly_at_the_hit_windows_end_is_a_hit():
     assert start["hits"] == 1
 
 
+def test_a_score_exactly_at_the_threshold_fires():
+    """The detector fires when the score *reaches* the threshold."""
+    probs = np.array([[0.5, 0.5]] * 3, np.float32)
+    settings = stream.DetectorSettings(average_s=0.1, threshold=0.5)
+    assert [t for t, _, _ in stream.detect(probs, settings, np.array([True, False]))] == [
+        0.1]
+
+
+# --- the report's recordings and figures ---------------------------------------------
+
+class Loudness:
+    """Logits from the features: keyword a when loud, b when quiet, background."""
+
+    def __call__(self, features):
+        level = float(np.mean(features))
+        return np.array([level, -level, 0.5 * level], np.float32)
+
+
+def labelled_clips(labels, rate=16000):
+    """Clip i says label ``labels[i]`` as a word 0.1 x (label + 1) s long (on the
+    10-ms frame grid), so a word's span tells which label's clip it is."""
+    rng = np.random.default_rng(5)
+    clips = np.zeros((len(labels), rate), np.float32)
+    for i, label in enumerate(labels):
+        n = int(0.1 * (label + 1) * rate)
+        clips[i, 3200:3200 + n] = np.clip(0.3 * rng.standard_normal(n), -1, 1)
+    return clips
+
+
+def test_each_word_of_a_made_stream_is_scored_as_its_own_clips_label():
+    y = np.array([0, 1, 2, 3, 4, 5])
+    rec = stream.make_recording("s", labelled_clips(y), y, 16000, None,
+                                np.random.default_rng(6), events=False)
+    assert len(rec.words) == 6
+    for start, end, label in rec.words:
+        assert round((end - start) / 0.1) == label + 1
+
+
+def test_the_report_listens_at_its_settings_hop():
+    """A model whose settings hop 0.5 s is scored on windows 0.5 s apart (its times
+    and its suppression are counted in them)."""
+    clips = labelled_clips([0, 1])
+    plan = (("noise_only", False, None, 1.0),)
+    recs, probs = stream.listen_to(Loudness(), audio.FeatureConfig(), (clips, [0, 1]),
+                                   plan, 0.1, 1, "test", hop_s=0.5)
+    assert recs[0].seconds == 6.0 and len(probs["noise_only"]) == 12
+
+
+def test_the_reports_false_alarm_figures_are_each_recordings_own():
+    """A detector that fires every second: the report's keyword-free speech figure is
+    the speech recording's, and each keyword's share of it adds up to it."""
+    from conftest import made_speech
+    labels = ["a", "b", negatives.BACKGROUND]
+    y = np.array([0, 1, 0, 1])
+    settings = stream.DetectorSettings(average_s=0.1, threshold=0.0, suppression_s=1.0)
+    metrics, details = stream.listening_report(
+        Loudness(), audio.FeatureConfig(), labels, (labelled_clips(y), y), settings,
+        minutes=0.1, speech=made_speech())
+    recordings = details["recordings"]
+    assert metrics["speech_fa_per_hour"] == recordings["speech_only"][
+        "false_alarms_per_hour"] > 0
+    assert metrics["stream_fa_per_hour"] == recordings["stream"]["false_alarms_per_hour"]
+    assert metrics["speech_fa_per_hour"] != metrics["stream_fa_per_hour"]
+    assert sum(k["speech_fa_per_hour"] for k in details["per_keyword"].values()) == \
+        pytest.approx(metrics["speech_fa_per_hour"], rel=1e-3)
+    assert sum(k["stream_fa_per_hour"] for k in details["per_keyword"].values()) == \
+        pytest.approx(metrics["stream_fa_per_hour"], rel=1e-3)  # seconds: 0.1 s
+
+
+# --- windows cut from made streams, labelled by coverage ------------------------------
+
+def test_a_window_holding_40_percent_of_a_keyword_carries_no_label():
+    """Neither the keyword (most of it is missing) nor unknown speech (it may be
+    the word heard early): left out of the loss. 30 % is a sliver: unknown."""
+    words = [(2.0, 3.0, 5)]
+    assert negatives.coverage_label(2.6, 3.6, words, [], 8, 9) is None
+    assert negatives.coverage_label(2.7, 3.7, words, [], 8, 9) == 9
+
+
+def test_windows_cut_just_after_each_keyword_hold_it_whole():
+    """``near_end`` windows end 0-300 ms after a word: each holds the whole word
+    (words of 0.1-0.4 s, 2-5 s apart), every label the first included."""
+    y = np.array([0, 1, 2, 3] * 3)
+    rec = stream.make_recording("s", labelled_clips(y), y, 16000, None,
+                                np.random.default_rng(7), events=False)
+    waves, labels = negatives.cut_windows(rec, 60, np.random.default_rng(8), 8, 9,
+                                          near_end=1.0)
+    assert len(waves) == 60 and set(labels) == {0, 1, 2, 3}
+
+
+def test_stream_windows_of_synthesized_speech_carry_their_coverage_label(monkeypatch):
+    """The windows from_speech cuts from its training stream: background where nothing
+    is said, unknown where other speech is, as ``coverage_label`` says."""
+    from conftest import made_speech
+    from common.kws import synth
+    made = []
+    real = stream.make_recording
+
+    def spy(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+    monkeypatch.setattr(stream, "make_recording", spy)
+    labels = ["a", "b", negatives.BACKGROUND, negatives.UNKNOWN]
+    y = np.array([0, 1, 0, 1])
+    negs = negatives.Negatives(stream_fraction=10.0, synth_plan=synth.Plan())
+    waves, out = negatives.from_speech(made_speech(count=6), labelled_clips(y), y, 4, negs,
+                                       16000, np.random.default_rng(9), labels, 3)
+    rec = made[0]
+    spans = [(s, e) for s, e, kind in rec.events if kind.startswith("speech")]
+    assert {2, 3} <= set(out)
+    for wave, label in zip(waves, out):
+        at = [i for i in np.flatnonzero(rec.signal == wave[0])
+              if np.array_equal(rec.signal[i:i + 16000], wave)][0] / 16000
+        assert negatives.coverage_label(at, at + 1, rec.words, spans, 2, 3) == label
+
+
+def test_a_keyword_with_speech_beside_it_keeps_its_own_label():
+    from conftest import made_speech
+    from common.kws import synth
+    labels = ["a", "b", "c", negatives.BACKGROUND, negatives.UNKNOWN]
+    y = np.array([0, 1, 2])
+    clips = labelled_clips(y)
+    negs = negatives.Negatives(context_fraction=5.0, synth_plan=synth.Plan())
+    waves, out = negatives.from_speech(made_speech(count=6), clips, y, 6, negs, 16000,
+                                       np.random.default_rng(10), labels, 4)
+    assert len(out) == 30 and set(out) == {0, 1, 2}
+    for wave, label in zip(waves, out):
+        word = slice(3200, 3200 + int(0.1 * (label + 1) * 16000))
+        assert np.allclose(wave[word], clips[label, word], atol=1e-6)
+
+
 # --- the made negatives ----------------------------------------------------------------
 
 def word_clip(values, at=3200, length=16000):  # at: on the 10-ms frame grid
@@ -225,6 +369,111 @@ def test_a_partial_word_is_its_first_or_last_quarter_to_half():
             assert np.array_equal(piece, RAMP[-len(piece):])
             ends += 1
     assert starts and ends
+
+
+def test_every_kind_of_unknown_speech_is_made():
+    clips = np.stack([word_clip(RAMP * (1 if i % 2 else -1)) for i in range(4)])
+    _, kinds = negatives.unknown(clips, np.arange(4) % 2, 40, 16000, negatives.Negatives(),
+                                 np.random.default_rng(11))
+    assert set(kinds) == set(negatives.UNKNOWN_KINDS)
+
+
+def test_made_silence_lies_within_its_level_range():
+    """Background examples are room noise from -80 to -20 dBFS (each half of a clip
+    its own level), not louder."""
+    aug = negatives.Negatives()
+    clips = negatives.silence(40, 16000, aug, np.random.default_rng(12))
+    halves = np.concatenate([clips[:, :4000], clips[:, -4000:]])  # always one segment
+    level_db = 20 * np.log10(np.sqrt(np.mean(np.square(halves, dtype=np.float64), axis=1)))
+    assert level_db.min() > aug.silence_dbfs[0] - 1 and level_db.max() < aug.silence_dbfs[1] + 1
+    assert level_db.max() - level_db.min() > 30  # the range is used
+
+
+def test_other_speech_is_brought_to_the_keywords_level():
+    rng = np.random.default_rng(13)
+    piece = (0.01 * rng.standard_normal(8000)).astype(np.float32)
+    for level in (0.02, 0.2):
+        scaled = negatives.at_level(piece, level, (0.0, 0.0), rng)
+        assert np.sqrt(np.mean(np.square(scaled, dtype=np.float64))) == pytest.approx(
+            level, rel=1e-4)
+
+
+def test_the_synthesis_cache_is_rebuilt_when_a_splits_voices_change(tmp_path, monkeypatch):
+    """A split moved to other voices must not be served the old voices' audio."""
+    from common.kws import synth
+    from test_synth import Engine, synthesize
+    engine = Engine(monkeypatch)
+    synthesize(tmp_path)
+    said = engine.said
+    monkeypatch.setitem(synth.VOICES, "train", (synth.ESPEAK, ("en",)))
+    synthesize(tmp_path)
+    assert engine.said > said
+
+
+def test_other_speech_is_words_and_phrases_never_keywords():
+    from conftest import made_speech
+    from common.kws import synth
+    parts = [made_speech(count=2, kind=kind, seed=k)
+             for k, kind in enumerate(("word", "phrase", "keyword"))]
+    lengths = np.concatenate([p.lengths for p in parts])
+    both = synth.Speech(np.concatenate([p.audio for p in parts]),
+                        np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths,
+                        [u for p in parts for u in p.utterances], {})
+    assert both.others() == [0, 1, 2, 3]
+
+
+def test_mined_windows_are_trained_on_as_unknown_speech(monkeypatch):
+    """What the model fired on in keyword-free speech is added as unknown speech (as
+    background it would teach that speech is silence), after the training examples."""
+    import dataclasses
+    import kws_train
+    from common.kws import speech, train
+    labels = ["go", "no", negatives.BACKGROUND, negatives.UNKNOWN]
+    x, y = np.zeros((4, 49, 10, 1), np.float32), np.array([0, 1, 2, 3])
+    mined = np.ones((3, 49, 10, 1), np.float32)
+    monkeypatch.setattr(train, "mine_hard_negatives", lambda *a: (mined, 50))
+    fitted = []
+
+    def fit(recipe, features, targets, seed, verbose, model=None):
+        fitted.append((features.train, targets))
+        return model, {"best_val_loss": 0.0}
+    monkeypatch.setattr(train, "fit_ds_cnn", fit)
+    recipe = dataclasses.replace(kws_train.RECIPES["e"], negatives=dataclasses.replace(
+        kws_train.RECIPES["e"].negatives, mining_rounds=1))
+    features = speech.SpeechData(labels, (x, y), (x, y), (x, y))
+    data = SimpleNamespace(labels=labels)
+    _, info = train.tune_on_mined("model", recipe, data, features, 0, False)
+    (train_x, train_y), targets = fitted[0]
+    assert list(train_y) == [0, 1, 2, 3, 3, 3, 3] and list(targets) == list(train_y)
+    assert np.array_equal(train_x[4:], mined) and info[0]["fired"] == 3
+
+
+def test_each_mining_round_listens_to_new_keyword_free_speech_in_training_voices(
+        monkeypatch):
+    """Mining a stream with keywords would label real keywords unknown; mining the
+    validation voices would leak them into training; every round hears new audio."""
+    from common.kws import speech, synth, train
+    heard = []
+
+    def spy(name, clips, y, rate, seconds, rng, keywords=True, events=True, speech=None):
+        heard.append((keywords, speech, int(rng.integers(1 << 30))))
+        return stream.Recording(name, np.zeros(32000, np.float32), rate, (), ())
+    monkeypatch.setattr(stream, "make_recording", spy)
+    labels = ["go", "no", negatives.BACKGROUND, negatives.UNKNOWN]
+    data = SimpleNamespace(
+        labels=labels, synthesized=lambda split, plan: f"{split} voices",
+        load=lambda rate: speech.Clips(labels, {"train": (np.zeros((2, 16000)), [0, 1])},
+                                       {}))
+    model = SimpleNamespace(predict=lambda x, batch_size=None, verbose=0: np.zeros(
+        (len(x), 4), np.float32))
+    negs = negatives.Negatives(synth_unknown_fraction=0.1, synth_plan=synth.Plan(),
+                               mining_minutes=0.1)
+    recipe = SimpleNamespace(negatives=negs, features=audio.FeatureConfig())
+    for round_index in (0, 1):
+        train.mine_hard_negatives(model, recipe, data, None, 0, round_index)
+    assert [(keywords, voices) for keywords, voices, _ in heard] == [
+        (False, "train voices")] * 2
+    assert heard[0][2] != heard[1][2]
 
 
 def test_a_words_span_is_its_part_within_30_db_of_the_loudest():
@@ -343,12 +592,27 @@ def test_kws_detect_listens_at_the_settings_the_model_records(eager_model, tmp_p
     out, err = capsys.readouterr()
     assert code == 0, err
     assert [d["time_s"] for d in json.loads(out)] == [0.1, 2.1, 4.1]
-    assert "(threshold 0, averaged over 0.1 s)" in err
+    assert "(threshold 0, averaged over 0.1 s)" in err and "note:" not in err
     # a setting given on the command line still wins over the recorded one
     assert kws_detect.main([eager_model, str(tmp_path / "q.wav"), "--json",
                             "--suppression", "1"]) == 0
     assert [d["time_s"] for d in json.loads(capsys.readouterr().out)] == [
         0.1, 1.1, 2.1, 3.1, 4.1]
+    # ... a zero too: no suppression fires every hop
+    assert kws_detect.main([eager_model, str(tmp_path / "q.wav"), "--json",
+                            "--suppression", "0"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 50
+
+
+def test_only_a_model_without_background_or_unknown_output_gets_the_note(
+        eager_model, tmp_path, capsys):
+    wav = quiet_wav(tmp_path / "q.wav", seconds=1.0)
+    note = "note: this model has no background or unknown output"
+    assert kws_detect.main([eager_model, wav, "--json"]) == 0
+    assert note not in capsys.readouterr().err
+    assert kws_detect.main([os.path.join(ROOT, "models", "kws_b.tflite.zlib"), wav,
+                            "--json"]) == 0
+    assert note in capsys.readouterr().err
 
 
 class ClosedPipe:
