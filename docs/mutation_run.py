@@ -128,9 +128,9 @@ ISSUE = [
 FRESH = [
     # stream.py: the detector, the scoring rule, the recordings, the report
     ("F1", "common/kws/stream.py",
-     [("for end in range(length + hop, len(padded) + 1, hop):",
-       "for end in range(length, len(padded) + 1, hop):")],
-     "the offline detector scores one window too many (off by one hop)", STREAM, OFF_CLI),
+     [("for start in range(0, len(signal) - hop + 1, hop):",
+       "for start in range(hop, len(signal) - hop + 1, hop):")],
+     "the offline detector skips the first hop (its times one hop off)", STREAM, OFF_CLI),
     ("F2", "common/kws/stream.py",
      [("count = np.minimum(np.arange(1, len(probs) + 1), hops)",
        "count = np.full(len(probs), hops)")],
