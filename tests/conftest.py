@@ -17,6 +17,12 @@ sys.path.insert(0, ROOT)
 
 import common  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
+# Started as a background job (``pytest &``, ``nohup``), the suite inherits Ctrl-C
+# ignored, and so would every script it starts: by design those keep ignoring it, and
+# the tests of what Ctrl-C does would fail. They test a foreground run.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 LABELS = ["down", "go", "left", "no", "right", "stop", "up", "yes"]
 TF_TURNS_A_SIGNAL_INTO = ("SystemError", "UserError", "nothing (swallowed)")
 
