@@ -63,26 +63,11 @@ def listened(path, data_dir, cache):
     return out
 
 
-def detect(probs, settings, thresholds, mask):
-    """``stream.detect`` with the best keyword's own threshold."""
-    smoothed = stream.smooth(probs, settings.hops(settings.average_s))
-    masked = np.where(mask, smoothed, np.float32(-1.0))
-    best = masked.argmax(axis=1)
-    score = masked[np.arange(len(masked)), best]
-    candidates = np.flatnonzero(score >= thresholds[best])
-    gap, found, i = stream._min_gap(settings), [], 0
-    while i < len(candidates):
-        k = int(candidates[i])
-        found.append((round((k + 1) * settings.hop_s, 6), int(best[k]), float(score[k])))
-        i = max(i + 1, int(np.searchsorted(candidates, k + gap)))
-    return found
-
-
 def measured(split, settings, thresholds, mask):
     """Stream hits, false alarms an hour on the keyword-free speech and on all the
     capped recordings."""
     recs, probs = split
-    point = {r.name: stream.score(detect(probs[r.name], settings, thresholds, mask),
+    point = {r.name: stream.score(stream.detect(probs[r.name], settings, mask, thresholds),
                                   list(r.words), r.seconds) for r in recs}
     capped = [r for r in recs if r.name in stream.CAPPED_RECORDINGS]
     hours = sum(r.seconds for r in capped) / 3600
@@ -105,7 +90,7 @@ def per_keyword_thresholds(split, settings, mask):
         for t in stream.THRESHOLDS:
             thresholds = np.full(len(mask), OFF, np.float32)
             thresholds[k] = t
-            scores = [stream.score(detect(probs[r.name], settings, thresholds, mask),
+            scores = [stream.score(stream.detect(probs[r.name], settings, mask, thresholds),
                                    list(r.words), r.seconds) for r in capped]
             hits = sum(s["hits"] for r, s in zip(capped, scores) if r.name == "stream")
             options.append((float(t), hits, sum(s["false_alarms"] for s in scores)))

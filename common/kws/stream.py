@@ -121,15 +121,17 @@ def _min_gap(settings):
     return max(0, math.ceil(settings.suppression_s / settings.hop_s - 1e-6))
 
 
-def detect(probs, settings, mask):
+def detect(probs, settings, mask, thresholds=None):
     """``[(time_s, label_index, score)]``: the detections on a recording's hop
     probabilities (``hop_probabilities``) under ``settings``; ``mask`` the outputs
-    that may fire (``keyword_mask``)."""
+    that may fire (``keyword_mask``). ``thresholds``: one per output, in place of
+    ``settings.threshold`` (docs/detector_rules.py tries a threshold per keyword)."""
     smoothed = smooth(probs, settings.hops(settings.average_s))
     masked = np.where(mask, smoothed, np.float32(-1.0))
     best = masked.argmax(axis=1)
     score = masked[np.arange(len(masked)), best]
-    candidates = np.flatnonzero(score >= settings.threshold)
+    limit = settings.threshold if thresholds is None else np.asarray(thresholds)[best]
+    candidates = np.flatnonzero(score >= limit)
     gap, found, i = _min_gap(settings), [], 0
     while i < len(candidates):
         k = int(candidates[i])
