@@ -3,16 +3,17 @@
 path: writes docs/c_bundle_check.json (the figures docs/c_bundle.md reports).
 
 - front end: the C front end against audio.extract on the test split's clips (each
-  pushed as 1 s of int16 samples; its last hop's window is the clip) and on a made
-  stream (every hop): largest float difference, share of identical int8 inputs;
+  pushed as 1 s of int16 samples; its last hop's window is the clip) and against
+  stream.window_features (kws_detect's front end) on a made stream (every hop):
+  largest float difference, share of identical int8 inputs;
 - detections on a made stream of about 10 minutes (test clips 2-5 s apart over
   changing noise, with non-keyword events; stream.make_recording): the host program
   (C front end -> TFLM's Python interpreter on its int8 inputs -> C detector) against
   kws_detect.py on the same WAV, and against stream.Listener with TFLM as the model
   (what tells a runtime difference, LiteRT against TFLM, from a C one);
 - cost: front end host time per 100 ms hop, incremental against recomputing the
-  whole window (both the C code, -O2, 1 thread) and against audio.extract (what
-  kws_detect does each hop); the state structs' sizes, the stack the C needs
+  whole window (both the C code, -O2, 1 thread) and against audio.extract (numpy
+  recomputing the whole window); the state structs' sizes, the stack the C needs
   (gcc -fstack-usage), the code and tables' size (x86-64 here, not a device's).
 
 Usage: python docs/c_bundle_check.py [--data-dir data] [--clips 800] [--stream-clips 170]
@@ -134,13 +135,6 @@ def clips_check(lib, stem, config, quantization, clips):
     return difference(np.array(got_q), np.array(got_f), np.array(want_f), quantization)
 
 
-def stream_windows(config, pcm, hop):
-    x = np.concatenate([np.zeros(config.clip_samples, np.float32),
-                        pcm.astype(np.float32) / 32768.0])
-    return np.array([audio.extract(config, x[end - config.clip_samples:end])[..., 0]
-                     for end in range(config.clip_samples + hop, len(x) + 1, hop)])
-
-
 def run_model(tflite_bytes, inputs_path, outputs_path):
     """TFLM on each hop's int8 input (as a device's Invoke): the int8 outputs."""
     runner = micro.MicroRunner(tflite_bytes)
@@ -212,8 +206,8 @@ def stream_check(version, tflite_bytes, spotter, folder, wav_path, pcm, quantiza
     tflm_found = [(round(t, 2), i, f"{s:.2f}") for t, i, s in
                   listener.feed(pcm.astype(np.float32) / 32768.0)]
     c_inputs = np.fromfile(os.path.join(folder, inputs), np.int8).reshape(-1, *spotter.features.shape[:2])
-    want_f = stream_windows(spotter.features, pcm,
-                            stream.hop_samples(settings.hop_s, spotter.features.sample_rate))
+    want_f = np.array([f[..., 0] for f in stream.window_features(
+        spotter.features, pcm.astype(np.float32) / 32768.0, settings.hop_s)])
     # the host program writes int8 only: the float features come from the library
     lib = c_check.build_library(c_bundle.files_for(stem, tflite_bytes), stem,
                                 os.path.join(folder, "lib"))
