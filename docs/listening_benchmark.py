@@ -14,6 +14,9 @@ matplotlib (requirements-search.txt).
 
 Usage: python docs/listening_benchmark.py [--data-dir data] [--versions a,b,c,d,e]
        [--model NAME=PATH ...] [--choose] [--minutes 60]
+       python docs/listening_benchmark.py --run NAME=RUN.json ... --plot PNG
+(the second draws the DET that training runs recorded on the same test audio, measuring
+nothing)
 """
 import argparse
 import json
@@ -112,7 +115,15 @@ def main():
                         help="--listening-minutes of the audio (default: %(default)s)")
     parser.add_argument("--out", default=os.path.join(HERE, "kws_listening.json"))
     parser.add_argument("--plot", default=os.path.join(HERE, "kws_det.png"))
+    parser.add_argument("--run", action="append", default=[], metavar="NAME=RUN.json",
+                        help="only draw the listening a training run recorded (its JSON)")
     args = parser.parse_args()
+    if args.run:
+        runs = {name: json.load(open(path)) for name, path in
+                (item.split("=", 1) for item in args.run)}
+        plot({name: {"details": run["listening"], "metrics": run["metrics"]}
+              for name, run in runs.items()}, args.plot)
+        return
     cli.quiet_libraries(False)
     out = args.out
     results = json.load(open(out)) if os.path.exists(out) else {}

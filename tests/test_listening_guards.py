@@ -122,6 +122,27 @@ def test_each_point_of_the_det_curve_is_scored_at_its_own_threshold():
                                                     else 0.0)
 
 
+def test_each_keyword_has_its_own_det_curve():
+    """Keyword a's words peak at 0.95 and its false alarm at 0.7; b's words at 0.5 and
+    its false alarm at 0.8: each curve counts only its own keyword."""
+    probs = np.tile(np.array([0.0, 0.0, 1.0], np.float32), (1000, 1))
+    words = []
+    for i, (label, p) in enumerate([(0, 0.95), (1, 0.5)] * 5):
+        probs[100 * i + 50, label], probs[100 * i + 50, 2] = p, 1.0 - p
+        words.append((100 * i + 50, 100 * i + 50.5, label))
+    speech = np.tile(np.array([0.0, 0.0, 1.0], np.float32), (1000, 1))
+    speech[300], speech[700] = (0.7, 0.0, 0.3), (0.0, 0.8, 0.2)
+    recs = [recording("stream", 1000, words), recording("speech_only", 1000)]
+    curve = stream.det_curve({"stream": probs, "speech_only": speech}, recs,
+                             stream.DetectorSettings(hop_s=1.0, average_s=1.0,
+                                                     threshold=0.9, suppression_s=1.0),
+                             MASK, ["a", "b", negatives.UNKNOWN])
+    for point in curve:
+        t = point["threshold"]
+        assert point["per_keyword"] == {"a": [float(t <= 0.95), 3.6 * (t <= 0.7)],
+                                        "b": [float(t <= 0.5), 3.6 * (t <= 0.8)]}
+
+
 # --- the detector: what may fire, how long it averages, how long it waits -------------
 
 class Favours:

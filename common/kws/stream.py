@@ -547,10 +547,12 @@ def choose_settings(probs_of, recs, mask, hop_s=HOP_S):
     return best[1], best[2], best[0][0]
 
 
-def det_curve(probs_of, recs, settings, mask):
+def det_curve(probs_of, recs, settings, mask, labels=None):
     """``[{threshold, hit_rate, fa_per_hour (the keyword stream's),
     fa_per_hour_<recording> for the others}]`` over ``THRESHOLDS`` at the other
-    settings given."""
+    settings given; with ``labels`` (and a keyword-free ``speech_only`` recording),
+    also each keyword's ``{keyword: [stream hit rate, false alarms an hour of the
+    speech]}``."""
     curve = []
     for threshold in THRESHOLDS:
         point = operating_point(probs_of, recs, dataclasses.replace(
@@ -560,6 +562,10 @@ def det_curve(probs_of, recs, settings, mask):
                       "fa_per_hour": point["stream"]["false_alarms_per_hour"],
                       **{f"fa_per_hour_{name}": p["false_alarms_per_hour"]
                          for name, p in point.items() if name != "stream"}})
+        if labels is not None:
+            curve[-1]["per_keyword"] = {
+                name: [row["hit_rate"], row["speech_fa_per_hour"]]
+                for name, row in per_keyword(point, labels).items()}
     return curve
 
 
@@ -600,7 +606,7 @@ def listening_report(runner, config, labels, test_split, settings,
                "recordings": {r.name: {"seconds": round(r.seconds, 1),
                                        "words": len(r.words), "events": len(r.events),
                                        **point[r.name]} for r in recs},
-               "det": det_curve(probs, recs, settings, mask),
+               "det": det_curve(probs, recs, settings, mask, labels),
                "per_keyword": per_keyword(point, labels),
                "speech_fired_on": fired_on(
                    detect(probs["speech_only"], settings, mask),
