@@ -108,3 +108,28 @@ def test_micro_runner_matches_the_desktop_interpreter_on_an_int8_model():
     scale = Runner(tflite).output["quantization"][0]
     assert np.abs(desktop - on_device).max() <= 2 * scale   # kernels round differently
     assert device.arena_bytes() > 49 * 10
+
+
+@needs_micro
+def test_the_trainer_builds_a_recipes_blocks_and_four_fit_an_esp32_s3_envelope():
+    """A recipe's ``blocks`` reach the network the trainer builds: e's recipe with four
+    blocks of 76 filters (docs/capacity_run.py) fits 64 KB of flash and 32 KB of
+    arena, and no longer e's 32 KB of flash."""
+    import dataclasses
+    import kws_train
+    from common.kws import train
+    from common.kws.speech import SpeechData
+    from common.tflite import optimize
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.0, 20.0, size=(16, 49, 10, 1)).astype(np.float32)
+    y = np.arange(16) % 10
+    data = SpeechData(labels=[str(i) for i in range(10)], train=(x, y), val=(x, y),
+                      test=(x, y))
+    e = kws_train.RECIPES["e"]
+    wider = dataclasses.replace(e, alpha=0.3, blocks=4, epochs=1, spec_augment=None)
+    model, _ = train.fit_ds_cnn(wider, data, y, seed=0, verbose=False)
+    assert [layer.name for layer in model.layers if layer.name.startswith("dw")] == [
+        "dw1", "dw2", "dw3", "dw4"]
+    tflite = optimize.convert(model, "int8", x)
+    assert 32768 < len(tflite) <= 65536
+    assert micro.MicroRunner(tflite).arena_bytes() <= 32768

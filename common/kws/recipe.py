@@ -35,6 +35,7 @@ class KwsRecipe:
     negatives: Negatives = None  # a listening version: background and
     #                                        unknown-speech outputs, trained on made
     #                                        negatives (None: the 8 keywords only)
+    blocks: int = 2                  # depthwise-separable blocks after the first conv
 
     def first_strides(self):
         if self.first_stride is not None:

@@ -56,7 +56,8 @@ def fit_ds_cnn(recipe, features, targets, seed, verbose, model=None):
             else keras.losses.SparseCategoricalCrossentropy)(from_logits=True)
     if model is None:
         model = kws_model.ds_cnn(recipe.alpha, recipe.features.shape,
-                                 recipe.first_strides(), n_classes=len(features.labels))
+                                 recipe.first_strides(), n_classes=len(features.labels),
+                                 blocks=recipe.blocks)
     return training.fit(
         model,
         (features.train[0], targets), val, recipe, loss=loss, metrics=["accuracy"],
