@@ -131,7 +131,8 @@ def det_per_keyword(split, settings, labels):
     recs, probs = split
     curve = stream.det_curve(probs, recs, settings, stream.keyword_mask(labels), labels)
     return {name: {cap: max((c["per_keyword"][name][0] for c in curve
-                             if c["per_keyword"][name][1] <= cap), default=None)
+                             if c["per_keyword"][name][1] <= cap
+                             and c["per_keyword"][name][0] is not None), default=None)
                    for cap in KEYWORD_CAPS}
             for name in curve[0]["per_keyword"]}
 

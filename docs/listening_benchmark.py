@@ -114,10 +114,13 @@ def main():
     parser.add_argument("--minutes", type=float, default=stream.DEFAULT_MINUTES,
                         help="--listening-minutes of the audio (default: %(default)s)")
     parser.add_argument("--out", default=os.path.join(HERE, "kws_listening.json"))
-    parser.add_argument("--plot", default=os.path.join(HERE, "kws_det.png"))
+    parser.add_argument("--plot", help="the figure (default: docs/kws_det.png; with "
+                                       "--run, required)")
     parser.add_argument("--run", action="append", default=[], metavar="NAME=RUN.json",
                         help="only draw the listening a training run recorded (its JSON)")
     args = parser.parse_args()
+    if args.run and not args.plot:
+        parser.error("--run draws a new figure: name it with --plot")
     if args.run:
         runs = {name: json.load(open(path)) for name, path in
                 (item.split("=", 1) for item in args.run)}
@@ -138,7 +141,7 @@ def main():
               f"{time.time() - start:.0f} s", flush=True)
         artifacts.atomic_write_bytes(out, artifacts.json_bytes(
             dict(sorted(results.items()))))
-    plot(dict(sorted(results.items())), args.plot)
+    plot(dict(sorted(results.items())), args.plot or os.path.join(HERE, "kws_det.png"))
 
 
 if __name__ == "__main__":

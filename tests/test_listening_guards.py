@@ -265,6 +265,7 @@ def test_the_reports_false_alarm_figures_are_each_recordings_own():
         pytest.approx(metrics["speech_fa_per_hour"], rel=1e-3)
     assert sum(k["stream_fa_per_hour"] for k in details["per_keyword"].values()) == \
         pytest.approx(metrics["stream_fa_per_hour"], rel=1e-3)  # seconds: 0.1 s
+    assert all(set(point["per_keyword"]) == {"a", "b"} for point in details["det"])
 
 
 # --- windows cut from made streams, labelled by coverage ------------------------------
