@@ -14,7 +14,7 @@ matplotlib (requirements-search.txt).
 
 Usage: python docs/listening_benchmark.py [--data-dir data] [--versions a,b,c,d,e]
        [--model NAME=PATH ...] [--choose] [--minutes 60]
-       python docs/listening_benchmark.py --run NAME=RUN.json ... --plot PNG
+       python docs/listening_benchmark.py --run NAME=RUN.json[#KEY] ... --plot PNG
 (the second draws the DET that training runs recorded on the same test audio, measuring
 nothing)
 """
@@ -72,6 +72,15 @@ def benchmark(path, data_dir, split_dir, choose=False, minutes=stream.DEFAULT_MI
             "flash_bytes": len(spotter.tflite_bytes)}
 
 
+def run_report(spec):
+    """A training run's JSON: ``PATH``, or ``PATH#KEY`` for one entry of a file that
+    gathers several (docs/kws_capacity.json's seeds)."""
+    path, _, key = spec.partition("#")
+    with open(path) as f:
+        report = json.load(f)
+    return report[key] if key else report
+
+
 def plot(results, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -117,12 +126,13 @@ def main():
     parser.add_argument("--plot", help="the figure (default: docs/kws_det.png; with "
                                        "--run, required)")
     parser.add_argument("--run", action="append", default=[], metavar="NAME=RUN.json",
-                        help="only draw the listening a training run recorded (its JSON)")
+                        help="only draw the listening a training run recorded (its JSON; "
+                             "RUN.json#KEY: one entry of a file gathering runs)")
     args = parser.parse_args()
     if args.run and not args.plot:
         parser.error("--run draws a new figure: name it with --plot")
     if args.run:
-        runs = {name: json.load(open(path)) for name, path in
+        runs = {name: run_report(spec) for name, spec in
                 (item.split("=", 1) for item in args.run)}
         plot({name: {"details": run["listening"], "metrics": run["metrics"]}
               for name, run in runs.items()}, args.plot)
