@@ -96,9 +96,19 @@ def sampler_seed(args):
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
 
 
+def _lost_the_table_race(err):
+    """Processes that open an empty database together race to create Optuna's tables;
+    the loser gets an integrity error, or "already exists" (PostgreSQL: a programming
+    error; SQLite: an operational one, which otherwise means "cannot open")."""
+    import sqlalchemy.exc
+    return (isinstance(err, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError))
+            or isinstance(err, sqlalchemy.exc.OperationalError)
+            and "already exists" in str(err))
+
+
 def _rdb_storage(optuna, url):
-    """Optuna's RDB storage. Processes that start together on an empty database race to
-    create Optuna's tables (the loser gets an integrity or "already exists" error): retry."""
+    """Optuna's RDB storage, opened again when this process lost the race to create
+    its tables (``_lost_the_table_race``)."""
     import sqlalchemy.exc
     for attempt in range(3):
         try:
@@ -106,8 +116,8 @@ def _rdb_storage(optuna, url):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S,
                                                   grace_period=3 * HEARTBEAT_S)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == 2:
+        except sqlalchemy.exc.SQLAlchemyError as err:
+            if attempt == 2 or not _lost_the_table_race(err):
                 raise
             time.sleep(1)
 

@@ -470,3 +470,30 @@ def test_kws_search_space_rebuilds_each_shipped_recipe(version):
     recipe = kws_train.RECIPES[version]
     knobs = search_knobs(optuna.trial.FixedTrial(search_params(recipe)), recipe)
     assert knobs == {"features": recipe.features, "learning_rate": recipe.learning_rate}
+
+
+@pytest.mark.parametrize("message, opens", [
+    ("table alembic_version already exists", 2),   # lost the race: opened again
+    ("unable to open database file", 1)])          # cannot open: the error at once
+def test_a_process_that_loses_the_race_to_create_the_tables_opens_the_storage_again(
+        monkeypatch, message, opens):
+    """SQLite reports the lost race as an operational error (a CI run's two searchers
+    failed on it); the same error type for a file that cannot be opened is not retried."""
+    import optuna
+    import sqlalchemy.exc
+    from common import search
+    calls = []
+
+    def storage(url, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE", None, Exception(message))
+        return "storage"
+    monkeypatch.setattr(optuna.storages, "RDBStorage", storage)
+    monkeypatch.setattr(search.time, "sleep", lambda s: None)
+    if opens == 2:
+        assert search._rdb_storage(optuna, "sqlite:///x.db") == "storage"
+    else:
+        with pytest.raises(sqlalchemy.exc.OperationalError):
+            search._rdb_storage(optuna, "sqlite:///x.db")
+    assert len(calls) == opens
