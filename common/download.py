@@ -103,7 +103,7 @@ def _copy(response, f, total, quiet):
     on a terminal one line redrawn at most 10 times a second, elsewhere (a log file)
     a plain line at most every ``progress.LOG_INTERVAL`` seconds and one at the end.
     Returns the byte count."""
-    terminal = progress._on_terminal()
+    terminal = progress.on_terminal()
     interval = 0.1 if terminal else progress.LOG_INTERVAL
     received, shown = 0, time.monotonic()
     while True:

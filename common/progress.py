@@ -30,7 +30,7 @@ class Line:
         self.label, self.total, self.done = label, max(1, total), 0
         self._shown_at = None  # time.monotonic() of the last update shown
         self._width = 0        # characters of the update on screen (0: none)
-        self._terminal = _on_terminal()
+        self._terminal = on_terminal()
 
     def advance(self, count=1):
         self.done += count
@@ -56,7 +56,9 @@ class Line:
         sys.stdout.flush()
 
 
-def _on_terminal():
+def on_terminal():
+    """Whether stdout is a terminal (one redrawn line) rather than a file or a pipe
+    (plain lines): every progress display asks here."""
     try:
         return sys.stdout.isatty()
     except (AttributeError, ValueError):  # no stdout, or a closed one

@@ -254,7 +254,7 @@ def test_progress_redraws_one_line_on_a_terminal_and_prints_plain_lines_elsewher
         monkeypatch, capsys, terminal):
     """Redirected to a file, the ``\\r`` updates were kept on one line of the log."""
     from common import progress
-    monkeypatch.setattr(progress, "_on_terminal", lambda: terminal)
+    monkeypatch.setattr(progress, "on_terminal", lambda: terminal)
     monkeypatch.setattr(progress, "INTERVAL", 0.0)
     monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
     line = progress.Line("features", 3)

@@ -290,7 +290,7 @@ def test_progress_on_one_updating_line_unless_quiet(server, tmp_path, capsys, mo
                                                     quiet, terminal):
     """On a terminal one line redrawn with \\r; in a log file plain lines, so that a
     redirected run does not keep every update on one line."""
-    monkeypatch.setattr(progress, "_on_terminal", lambda: terminal)
+    monkeypatch.setattr(progress, "on_terminal", lambda: terminal)
     serve(server, "forecast", tmp_path)
     size = len(server.bodies[JENA_ZIP])
     download.download_and_extract(jena.URL, str(tmp_path), str(tmp_path / jena.FILENAME),

@@ -438,7 +438,7 @@ def test_feature_extraction_shows_progress_on_one_line_unless_quiet(speech_dir, 
                                                                     monkeypatch):
     from common import cli, progress
     monkeypatch.setattr(progress, "INTERVAL", 0.0)
-    monkeypatch.setattr(progress, "_on_terminal", lambda: True)  # \r: a terminal's form
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)  # \r: a terminal's form
     recipe = dataclasses.replace(kws_train.RECIPES["b"],
                                  augmentation=speech.Augmentation(copies=1))
     for quiet in (False, True):
