@@ -452,8 +452,9 @@ def previous_result(json_path):
         return {}
 
 
-def c_files(task, args, recipe, stem, tflite_bytes, metrics, details, data):
-    """The model as C source for a TFLM firmware when --export-c asks, else nothing."""
+def c_files(task, args, recipe, stem, tflite_bytes, metrics, details, data, bundle=None):
+    """The model as C source for a TFLM firmware when --export-c asks, else nothing;
+    with the task's own files (``bundle``, made here when not given)."""
     if not args.export_c:
         return {}
     from common.tflite import c_export
@@ -462,7 +463,7 @@ def c_files(task, args, recipe, stem, tflite_bytes, metrics, details, data):
                                 io["input_shape"], io["input_quantization"],
                                 io["output_quantization"], task.output_names(data),
                                 task.input_notes(data, recipe)),
-            **task.c_bundle(stem, tflite_bytes)}
+            **(task.c_bundle(stem, tflite_bytes) if bundle is None else bundle)}
 
 
 def micro_lines(metrics, details):
@@ -494,8 +495,8 @@ def evaluate(task, args, recipe):
     if warning:
         print(warning, file=sys.stderr, flush=True)
     stem = os.path.basename(args.evaluate).split(".")[0]
-    if args.export_c:  # refused before the measurement, not after
-        task.c_bundle(stem, model.tflite_bytes)
+    # made (or refused) before the measurement, not after it
+    bundle = task.c_bundle(stem, model.tflite_bytes) if args.export_c else None
     data = task.load(args, recipe, evaluating=model)
     metrics, details = measure(task, model.tflite_bytes, data, recipe, "test",
                                MeasureSettings.from_args(args), model.sizes())
@@ -504,7 +505,7 @@ def evaluate(task, args, recipe):
                  f"its zlib size ({metrics['zlib_bytes']} B), the .tflite.zlib the "
                  "pipeline would ship")
     files = c_files(task, args, recipe, stem, model.tflite_bytes, metrics, details,
-                    data)
+                    data, bundle)
     if files:
         artifacts.publish(args.out_dir, files)
         size_note += f"; wrote {', '.join(os.path.join(args.out_dir, f) for f in files)}"
