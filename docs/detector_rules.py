@@ -70,8 +70,7 @@ def measured(split, settings, thresholds, mask):
     """Stream hits, false alarms an hour on the keyword-free speech and on all the
     capped recordings."""
     recs, probs = split
-    point = {r.name: stream.score(stream.detect(probs[r.name], settings, mask, thresholds),
-                                  list(r.words), r.seconds) for r in recs}
+    point = stream.operating_point(probs, recs, settings, mask, thresholds)
     capped = [r for r in recs if r.name in stream.CAPPED_RECORDINGS]
     hours = sum(r.seconds for r in capped) / 3600
     return {"stream_hit_rate": point["stream"]["hit_rate"],
@@ -93,10 +92,9 @@ def per_keyword_thresholds(split, settings, mask):
         for t in stream.THRESHOLDS:
             thresholds = np.full(len(mask), OFF, np.float32)
             thresholds[k] = t
-            scores = [stream.score(stream.detect(probs[r.name], settings, mask, thresholds),
-                                   list(r.words), r.seconds) for r in capped]
-            hits = sum(s["hits"] for r, s in zip(capped, scores) if r.name == "stream")
-            options.append((float(t), hits, sum(s["false_alarms"] for s in scores)))
+            point = stream.operating_point(probs, capped, settings, mask, thresholds)
+            options.append((float(t), point["stream"]["hits"],
+                            sum(p["false_alarms"] for p in point.values())))
         grown = {}
         for used, (hits, chosen) in best.items():
             for t, more, fa in options:
@@ -111,6 +109,13 @@ def per_keyword_thresholds(split, settings, mask):
     return thresholds
 
 
+def most_hits_within(points, cap):
+    """The highest hit rate of the DET ``points`` ``[(hit rate, false alarms an
+    hour)]`` with at most ``cap`` false alarms an hour (None: no such point)."""
+    return max((hits for hits, fa in points if fa <= cap and hits is not None),
+               default=None)
+
+
 def det_by_average(split, settings, mask):
     """``{average: {cap: the most stream hits within cap false alarms an hour of
     keyword-free speech}}`` over ``THRESHOLDS``."""
@@ -119,9 +124,9 @@ def det_by_average(split, settings, mask):
     for average in AVERAGES_S:
         curve = stream.det_curve(probs, recs, dataclasses.replace(
             settings, average_s=average), mask)
-        out[average] = {cap: max((c["hit_rate"] for c in curve
-                                  if c["fa_per_hour_speech_only"] <= cap), default=None)
-                        for cap in SPEECH_CAPS}
+        out[average] = {cap: most_hits_within(
+            [(c["hit_rate"], c["fa_per_hour_speech_only"]) for c in curve], cap)
+            for cap in SPEECH_CAPS}
     return out
 
 
@@ -130,9 +135,7 @@ def det_per_keyword(split, settings, labels):
     hour of keyword-free speech}}`` over ``THRESHOLDS``."""
     recs, probs = split
     curve = stream.det_curve(probs, recs, settings, stream.keyword_mask(labels), labels)
-    return {name: {cap: max((c["per_keyword"][name][0] for c in curve
-                             if c["per_keyword"][name][1] <= cap
-                             and c["per_keyword"][name][0] is not None), default=None)
+    return {name: {cap: most_hits_within([c["per_keyword"][name] for c in curve], cap)
                    for cap in KEYWORD_CAPS}
             for name in curve[0]["per_keyword"]}
 

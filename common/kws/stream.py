@@ -517,10 +517,11 @@ def listen_to(runner, config, split, plan, minutes, seed, what, hop_s=HOP_S,
     return recs, probs
 
 
-def operating_point(probs_of, recs, settings, mask):
-    """``{name: score}`` of every recording at ``settings``."""
-    return {r.name: score(detect(probs_of[r.name], settings, mask), list(r.words),
-                          r.seconds) for r in recs}
+def operating_point(probs_of, recs, settings, mask, thresholds=None):
+    """``{name: score}`` of every recording at ``settings`` (``thresholds``: one per
+    output, as ``detect`` takes them)."""
+    return {r.name: score(detect(probs_of[r.name], settings, mask, thresholds),
+                          list(r.words), r.seconds) for r in recs}
 
 
 def choose_settings(probs_of, recs, mask, hop_s=HOP_S):
