@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import kws_train  # noqa: E402
 from common import artifacts  # noqa: E402
-from variant_run import train_variant  # noqa: E402
+from variant_run import train_and_keep  # noqa: E402
 
 WIDER = dataclasses.replace(kws_train.RECIPES["e"], alpha=0.3, blocks=4,
                             max_zlib_bytes=65536, max_flash_bytes=65536,
@@ -39,13 +39,8 @@ def main():
     if args.runs:
         reports = [json.load(open(path)) for path in args.runs]
     else:
-        os.makedirs(args.keep, exist_ok=True)
-        reports = []
-        for seed in args.seeds.split(","):
-            report, tflite = train_variant("e", WIDER, ["--seed", seed])
-            artifacts.atomic_write_bytes(os.path.join(args.keep, f"seed{seed}.tflite.zlib"),
-                                         artifacts.compress(tflite))
-            reports.append(report)
+        reports = [train_and_keep("e", WIDER, seed, args.keep)
+                   for seed in args.seeds.split(",")]
     out = {str(r["seed"]): {key: r[key] for key in KEPT} for r in reports}
     artifacts.atomic_write_bytes(os.path.join(HERE, "kws_capacity.json"),
                                  artifacts.json_bytes(out))

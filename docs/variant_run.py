@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import kws_train  # noqa: E402
-from common import pipeline  # noqa: E402
+from common import artifacts, pipeline  # noqa: E402
 from common.kws.task import KeywordSpotting  # noqa: E402
 
 QUICK_LATENCY = ("--latency-runs", "10", "--latency-pause", "0")  # not what is compared
@@ -35,3 +35,13 @@ def train_variant(version, recipe, argv, epochs=None):
         with open(stem + ".tflite.zlib", "rb") as f:
             tflite = zlib.decompress(f.read())
     return report, tflite
+
+
+def train_and_keep(version, recipe, seed, keep):
+    """``train_variant`` with ``--seed SEED``, its model kept as ``KEEP/seedSEED.tflite.zlib``
+    (for docs/listening_validation.py); returns the run's report."""
+    os.makedirs(keep, exist_ok=True)
+    report, tflite = train_variant(version, recipe, ["--seed", str(seed)])
+    artifacts.atomic_write_bytes(os.path.join(keep, f"seed{seed}.tflite.zlib"),
+                                 artifacts.compress(tflite))
+    return report
