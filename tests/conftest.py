@@ -62,12 +62,12 @@ def write_jena_csv(path, rows, seed=0, columns=("T (degC)", "rh (%)")):
 def write_wav(path, samples, rate=16000, channels=1):
     """16-bit PCM WAV with the standard library."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with wave.open(path, "wb") as w:
+    with wave.open(str(path), "wb") as w:
         w.setnchannels(channels)
         w.setsampwidth(2)
         w.setframerate(rate)
-        w.writeframes(b"".join(struct.pack("<h", int(max(-1, min(1, s)) * 32767))
-                               for s in samples))
+        w.writeframes((np.clip(np.asarray(samples, float), -1, 1) * 32767)
+                      .astype("<i2").tobytes())
 
 
 def wav_extensible_bytes(samples, rate=16000, channels=1, bits=16, subformat=1,

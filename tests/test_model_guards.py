@@ -2,8 +2,6 @@
 what ships while the files still get written. Small models, few epochs."""
 import inspect
 import json
-import os
-import wave
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from common.cli import run_main
 from common.kws import model as kws_model
 from common.tflite import optimize, training
 from common.tflite.runtime import Runner
-from conftest import LABELS, write_jena_csv
+from conftest import LABELS, write_jena_csv, write_wav
 
 CALIBRATION_SIGMAS = 5.0  # docs/forecasting.md: calibration covers +/- 5 std
 
@@ -56,15 +54,6 @@ def tflite_ops(tflite_bytes):
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite_bytes))
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
     return [names[codes[op.opcodeIndex]] for sg in model.subgraphs for op in sg.operators]
-
-
-def write_wav(path, samples, rate=16000):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
 
 
 def tone_dataset(root, counts, seed=0):
