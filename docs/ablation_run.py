@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """What each of e's listening ingredients brings: e's recipe with one ingredient taken
-away (or mining doubled), one ``kws_train.py --version e`` run per variant and seed
+away (or more mining), one ``kws_train.py --version e`` run per variant and seed
 (docs/variant_run.py), each choosing its detector settings on validation audio and
 measured on the test audio as e is. Each run's report and model go into
 ``KEEP/VARIANT/`` (the models for docs/listening_validation.py); ``--summarize`` gathers
@@ -37,6 +37,7 @@ VARIANTS = {
     "no_soundalikes": without(synth_plan=dataclasses.replace(
         E.negatives.synth_plan, soundalike_share_words=0.0, soundalike_share_phrases=0.0)),
     "two_mining_rounds": without(mining_rounds=2),
+    "mining_three_hours": without(mining_minutes=180.0),  # one round, 3x the listening
 }
 KEPT = ("seed", "recipe", "metrics", "budget", "fit", "listening")
 
