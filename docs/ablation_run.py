@@ -44,10 +44,11 @@ KEPT = ("seed", "recipe", "metrics", "budget", "fit", "listening")
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", choices=sorted(VARIANTS))
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--variant", choices=sorted(VARIANTS))
+    what.add_argument("--summarize", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", default="/tmp/kws_ablation")
-    parser.add_argument("--summarize", action="store_true")
     args = parser.parse_args()
     if args.summarize:
         out = {}
@@ -57,13 +58,11 @@ def main():
             out.setdefault(name, {})[str(report["seed"])] = {k: report[k] for k in KEPT}
         artifacts.atomic_write_bytes(os.path.join(HERE, "kws_ablation.json"),
                                      artifacts.json_bytes(out))
-    elif args.variant:
+    else:
         keep = os.path.join(args.keep, args.variant)
         report = train_and_keep("e", VARIANTS[args.variant], args.seed, keep)
         artifacts.atomic_write_bytes(os.path.join(keep, f"seed{args.seed}.json"),
                                      artifacts.json_bytes(report))
-    else:
-        parser.error("give --variant or --summarize")
 
 
 if __name__ == "__main__":

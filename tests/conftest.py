@@ -60,7 +60,7 @@ def write_jena_csv(path, rows, seed=0, columns=("T (degC)", "rh (%)")):
 
 
 def write_wav(path, samples, rate=16000, channels=1):
-    """16-bit PCM WAV with the standard library."""
+    """16-bit PCM WAV (samples in [-1, 1], clipped; channels interleaved)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(channels)
