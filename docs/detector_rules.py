@@ -15,6 +15,11 @@ stream's keywords whose own probability peaks (within the hit window) at 0.5, 0.
 clips.
 4. Each keyword's DET on the test audio at the recorded settings: its most stream hits
 within 1, 2, 5, 10 and 20 of its own false alarms an hour of keyword-free speech.
+5. Two other forms of rule, each chosen on the validation audio by the same rule as the
+one threshold and scored on the test audio, with the test DET of the chosen form: k of
+the last n hops' raw keyword probability at least a threshold, and a keyword's
+averaged probability less the larger of background's and unknown's at least a
+threshold.
 The hop probabilities of both audios are computed once and kept in ``--cache``.
 Writes docs/kws_detector_rules.json (or ``--out``).
 
@@ -42,6 +47,7 @@ LEVELS = (0.5, 0.9, 0.99, 0.995)
 AVERAGES_S = (0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.2, 1.5)
 SPEECH_CAPS = (1, 2, 5, 10)
 KEYWORD_CAPS = (1, 2, 5, 10, 20)
+K_OF_N_HOPS = (2, 3, 5, 8)
 
 
 def listened(path, data_dir, cache):
@@ -170,6 +176,71 @@ def clip_peaks(path, data_dir):
                             for c, label in zip(clips, y)])
 
 
+def k_of_n_scores(probs_of, threshold, mask):
+    """Each keyword's raw probability turned into 1 where it reaches ``threshold``, else
+    0: averaged over n hops and compared with k/n, "k of the last n hops". A
+    thousandth of the probability is added so that ties go to the likelier keyword."""
+    return {name: np.where(mask, (p >= threshold) + 1e-3 * p, p).astype(np.float32)
+            for name, p in probs_of.items()}
+
+
+def margin_scores(probs_of, labels, mask):
+    """Each keyword's probability less the larger of background's and unknown's."""
+    rest = [labels.index(name) for name in labels if name.startswith("_")]
+    return {name: np.where(mask, p - p[:, rest].max(axis=1, keepdims=True), p)
+            for name, p in probs_of.items()}
+
+
+def scored_forms(probs_of, labels, mask, recorded):
+    """``(form, settings, scores)`` of every k-of-n shape and threshold, and of every
+    averaging span and threshold of the margin: the scores ``detect`` thresholds."""
+    for t in stream.THRESHOLDS:
+        scores = k_of_n_scores(probs_of, t, mask)
+        for n in K_OF_N_HOPS:
+            for k in range(1, n + 1):
+                yield ({"rule": "k of n hops", "k": k, "n": n, "hop_threshold": float(t)},
+                       dataclasses.replace(recorded, average_s=n * recorded.hop_s,
+                                           threshold=k / n - 1e-6), scores)
+    margins = margin_scores(probs_of, labels, mask)
+    for average in stream.AVERAGE_CHOICES_S:
+        for t in stream.THRESHOLDS:
+            yield ({"rule": "margin over background and unknown", "average_s": average,
+                    "threshold": float(t)},
+                   dataclasses.replace(recorded, average_s=average, threshold=float(t)),
+                   margins)
+
+
+def shape(form):
+    """A form without its threshold: what its DET varies the threshold of."""
+    return {k: v for k, v in form.items() if k not in ("hop_threshold", "threshold")}
+
+
+def other_rules(heard, labels, mask, recorded):
+    """Each form's choice on validation (the most stream hits within the cap) and its
+    figures on the test audio, with the test DET of its chosen shape."""
+    best = {}
+    for form, settings, scores in scored_forms(heard["val"][1], labels, mask, recorded):
+        point = measured((heard["val"][0], scores), settings, None, mask)
+        key = (point["stream_hit_rate"] or 0.0) if (
+            point["capped_fa_per_hour"] <= stream.VALIDATION_MAX_FA_PER_HOUR) else -1.0
+        if form["rule"] not in best or key > best[form["rule"]][0]:
+            best[form["rule"]] = key, form, point
+    rows = []
+    for _, form, point in best.values():
+        row, curve = {**form, "validation": point}, []
+        for other, settings, scores in scored_forms(heard["test"][1], labels, mask, recorded):
+            if shape(other) == shape(form):
+                curve.append(measured((heard["test"][0], scores), settings, None, mask))
+                if other == form:
+                    row["test"] = curve[-1]
+        row["test_det"] = {cap: most_hits_within(
+            [(c["stream_hit_rate"], c["speech_fa_per_hour"]) for c in curve], cap)
+            for cap in KEYWORD_CAPS}
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=os.path.join(ROOT, "models", "kws_e.tflite.zlib"))
@@ -198,7 +269,8 @@ def main():
               "validation_det_by_average": det_by_average(heard["val"], recorded, mask),
               "test_keyword_peaks": keyword_peaks(heard["test"], recorded),
               "test_clip_peaks": clip_peaks(args.model, args.data_dir),
-              "test_det_per_keyword": det_per_keyword(heard["test"], recorded, labels)}
+              "test_det_per_keyword": det_per_keyword(heard["test"], recorded, labels),
+              "other_rules": other_rules(heard, labels, mask, recorded)}
     print({k: result[k] for k in ("validation_det_by_average", "test_keyword_peaks",
                                   "test_clip_peaks", "test_det_per_keyword")})
     artifacts.atomic_write_bytes(args.out, artifacts.json_bytes(result))
