@@ -38,6 +38,7 @@ VARIANTS = {
         E.negatives.synth_plan, soundalike_share_words=0.0, soundalike_share_phrases=0.0)),
     "two_mining_rounds": without(mining_rounds=2),
     "mining_three_hours": without(mining_minutes=180.0),  # one round, 3x the listening
+    "more_synth_keywords": without(synth_keyword_fraction=0.3),  # 3x the synthesized keywords
 }
 KEPT = ("seed", "recipe", "metrics", "budget", "fit", "listening")
 
