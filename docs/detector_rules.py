@@ -221,8 +221,9 @@ def other_rules(heard, labels, mask, recorded):
     best = {}
     for form, settings, scores in scored_forms(heard["val"][1], labels, mask, recorded):
         point = measured((heard["val"][0], scores), settings, None, mask)
-        key = (point["stream_hit_rate"] or 0.0) if (
-            point["capped_fa_per_hour"] <= stream.VALIDATION_MAX_FA_PER_HOUR) else -1.0
+        key = stream.preference(point["stream_hit_rate"] or 0.0,
+                                point["capped_fa_per_hour"],
+                                form.get("hop_threshold", form.get("threshold")))
         if form["rule"] not in best or key > best[form["rule"]][0]:
             best[form["rule"]] = key, form, point
     rows = []

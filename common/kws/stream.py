@@ -524,6 +524,15 @@ def operating_point(probs_of, recs, settings, mask, thresholds=None):
                           list(r.words), r.seconds) for r in recs}
 
 
+def preference(hits, fa_per_hour, threshold):
+    """How validation ranks an operating point (the larger the better): within the
+    false-alarm cap, more hits, then fewer false alarms, then the higher threshold;
+    over it, fewer false alarms, then more hits. Its first item: whether the cap held."""
+    feasible = fa_per_hour <= VALIDATION_MAX_FA_PER_HOUR
+    return (feasible, hits if feasible else -fa_per_hour,
+            -fa_per_hour if feasible else hits, threshold)
+
+
 def choose_settings(probs_of, recs, mask, hop_s=HOP_S):
     """The settings chosen on validation audio: over the averaging spans, the
     suppression times and the thresholds, the highest hit rate on the keyword
@@ -540,9 +549,7 @@ def choose_settings(probs_of, recs, mask, hop_s=HOP_S):
         settings = DetectorSettings(hop_s, average, float(threshold), suppression)
         point = operating_point(probs_of, capped, settings, mask)
         fa = sum(p["false_alarms"] for p in point.values()) / hours
-        hits = point["stream"]["hit_rate"] or 0.0
-        feasible = fa <= VALIDATION_MAX_FA_PER_HOUR
-        key = (feasible, hits if feasible else -fa, -fa if feasible else hits, threshold)
+        key = preference(point["stream"]["hit_rate"] or 0.0, fa, threshold)
         if best is None or key > best[0]:
             best = key, settings, point
     return best[1], best[2], best[0][0]
